@@ -1,0 +1,4 @@
+"""The recognition engine, pure logic (no grpc, no fastapi).
+
+Stages: decode -> spectrogram -> peaks -> pairs -> hashes -> store -> score.
+"""

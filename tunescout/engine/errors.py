@@ -1,0 +1,47 @@
+"""Errors a user's input or a stored file can cause, each with a message that says what is wrong."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+
+class AudioError(EngineError, ValueError):
+    """The upload cannot be used as audio. Subclasses say why; all map to HTTP 400."""
+
+
+class NotAudioError(AudioError):
+    """The bytes are not a media container or codec that ffmpeg recognises."""
+
+
+class TruncatedAudioError(AudioError):
+    """The file starts as valid media but is cut short or corrupt before its first decodable audio."""
+
+
+class EmptyAudioError(AudioError):
+    """The upload is zero bytes long, or its audio stream decodes to no samples."""
+
+
+class NoAudioStreamError(AudioError):
+    """The container is valid (e.g. a video) but holds no audio stream."""
+
+
+class ClipTooShortError(AudioError):
+    """The decoded audio is shorter than the minimum clip length the engine can recognise."""
+
+
+class StartBeyondEndError(AudioError):
+    """The requested `start` lies at or after the end of the audio."""
+
+
+class InvalidRangeError(AudioError):
+    """`start` or `duration` is negative, NaN or infinite."""
+
+
+class StoreError(EngineError):
+    """A store cannot be read or written."""
+
+
+class StoreFormatError(StoreError):
+    """Stored data carries a format version this code does not know (written by a newer tunescout)."""

@@ -1,0 +1,119 @@
+"""The pipeline, stage by stage: decode -> spectrogram -> peaks -> pairs -> hashes.
+
+`fingerprint_audio` streams a file of any length in `chunk_seconds` pieces (bounded memory);
+`hashes_from_peaks` re-hashes a query's peaks under a speed or tempo hypothesis without re-analysing audio.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+
+from tunescout.engine import decode, hashes, kernels
+from tunescout.engine.pairs import pair_peaks
+from tunescout.engine.params import DEFAULT_PARAMS, FingerprintParams
+from tunescout.engine.peaks import PeakPicker, Peaks, Role
+from tunescout.engine.spectrogram import SpectrogramStream
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Parallel arrays: each hash with the frame offset of its anchor peak."""
+
+    hashes: np.ndarray  # uint32
+    offsets: np.ndarray  # int32, frames
+
+    def __len__(self) -> int:
+        return int(self.hashes.size)
+
+
+@dataclass(frozen=True)
+class AudioFingerprint:
+    """Everything the services need to know about a fingerprinted upload."""
+
+    fingerprint: Fingerprint
+    peaks: Peaks  # kept so a query can be re-hashed under speed/tempo hypotheses
+    file_sha1: str  # SHA-1 of the decoded PCM (see decode.PcmStream.sha1)
+    duration_s: float
+    sample_rate_hz: int
+
+
+def extract_peaks(pcm_chunks: Iterable[np.ndarray], params: FingerprintParams, role: Role) -> Peaks:
+    """Peaks of a PCM stream, holding at most one chunk of PCM and spectrogram at a time."""
+    spectrogram = SpectrogramStream(params)
+    picker = PeakPicker(params, role)
+    for chunk in pcm_chunks:
+        picker.push(spectrogram.push(chunk))
+    picker.push(spectrogram.flush())
+    return picker.finish()
+
+
+def hashes_from_peaks(
+    peaks: Peaks, params: FingerprintParams, role: Role, *, speed: float = 1.0, tempo: float = 1.0
+) -> Fingerprint:
+    """Hash the peaks' pairs. Hypotheses (queries only): `speed` = the clip plays this much faster than the
+    track, pitch included (a tape or DJ deck); `tempo` = faster with the pitch kept. Offsets come out in
+    the track's time."""
+    hashes.check_layout(params)
+    cells = hashes.freq_to_cell(peaks.freq_hz / speed, params)
+    anchors, targets = pair_peaks(peaks, cells, params, role)
+    h, off = kernels.hash_pairs(
+        peaks.t,
+        cells,
+        anchors,
+        targets,
+        float(speed * tempo),
+        params.pair_dt_min,
+        params.pair_dt_max,
+        params.pair_df_max_cells,
+        hashes.F_SHIFT,
+        hashes.DF_SHIFT,
+        hashes.DF_BIAS,
+    )
+    if role is Role.REFERENCE:
+        # the same landmark twice adds nothing to a track's evidence
+        key = np.unique((h.astype(np.uint64) << np.uint64(32)) | off.astype(np.uint32).astype(np.uint64))
+        h = (key >> np.uint64(32)).astype(np.uint32)
+        off = (key & np.uint64(0xFFFFFFFF)).astype(np.int32)
+    return Fingerprint(hashes=h, offsets=off)
+
+
+def fingerprint_pcm(
+    pcm: np.ndarray, params: FingerprintParams = DEFAULT_PARAMS, role: Role = Role.REFERENCE
+) -> Fingerprint:
+    """Fingerprint of mono float32 PCM at params.sample_rate_hz."""
+    chunk = int(params.chunk_seconds * params.sample_rate_hz)
+    peaks = extract_peaks((pcm[i : i + chunk] for i in range(0, max(len(pcm), 1), chunk)), params, role)
+    return hashes_from_peaks(peaks, params, role)
+
+
+def fingerprint_audio(
+    source: bytes | str | os.PathLike[str] | BinaryIO,
+    params: FingerprintParams = DEFAULT_PARAMS,
+    role: Role = Role.REFERENCE,
+    *,
+    start_s: float = 0.0,
+    duration_s: float | None = None,
+) -> AudioFingerprint:
+    """Decode (any format ffmpeg reads) and fingerprint, streaming. Raises `errors.AudioError` subclasses."""
+    stream = decode.open_audio(
+        source,
+        sample_rate_hz=params.sample_rate_hz,
+        start_s=start_s,
+        duration_s=duration_s,
+        min_duration_s=params.min_clip_seconds,
+        chunk_samples=int(params.chunk_seconds * params.sample_rate_hz),
+    )
+    with stream:
+        peaks = extract_peaks(stream, params, role)
+    return AudioFingerprint(
+        fingerprint=hashes_from_peaks(peaks, params, role),
+        peaks=peaks,
+        file_sha1=stream.sha1,
+        duration_s=stream.duration_s,
+        sample_rate_hz=params.sample_rate_hz,
+    )

@@ -1,0 +1,244 @@
+"""The numba kernels of the fingerprint pipeline, each beside the NumPy reference a test compares it with.
+
+Kernels take and return flat NumPy arrays only, so they compile once (`cache=True`) and release the GIL.
+Units: frames (spectrogram hops), bins (FFT bins), cells (quantised frequency, see `hashes.py`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# -- peaks: local maxima of the log-power spectrogram ---------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def local_peaks(
+    logspec: np.ndarray, t_lo: int, t_hi: int, k_lo: int, k_hi: int, rt: int, rf: int, floor: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cells (t, k) with t_lo <= t < t_hi and k_lo <= k <= k_hi that are the maximum of the rectangle
+    t +- rt frames, k +- rf bins (clipped to the array), and above `floor`.
+
+    Ties: a cell must be strictly greater than neighbours before it in row-major order and at least equal
+    to those after it, so a plateau yields exactly one peak. Returns (t, k) as int32, in (t, k) order.
+    """
+    n_t, n_k = logspec.shape
+    out_t = np.empty(64, np.int32)
+    out_k = np.empty(64, np.int32)
+    n = 0
+    for t in range(t_lo, t_hi):
+        for k in range(k_lo, k_hi + 1):
+            v = logspec[t, k]
+            if v <= floor:
+                continue
+            # cheap 3x3 test first: most cells fail it
+            is_peak = True
+            for dt in range(-1, 2):
+                tt = t + dt
+                if tt < 0 or tt >= n_t:
+                    continue
+                for dk in range(-1, 2):
+                    kk = k + dk
+                    if kk < 0 or kk >= n_k or (dt == 0 and dk == 0):
+                        continue
+                    w = logspec[tt, kk]
+                    if w > v or (w == v and (dt < 0 or (dt == 0 and dk < 0))):
+                        is_peak = False
+                        break
+                if not is_peak:
+                    break
+            if not is_peak:
+                continue
+            for tt in range(max(0, t - rt), min(n_t, t + rt + 1)):
+                for kk in range(max(0, k - rf), min(n_k, k + rf + 1)):
+                    if tt == t and kk == k:
+                        continue
+                    w = logspec[tt, kk]
+                    if w > v or (w == v and (tt < t or (tt == t and kk < k))):
+                        is_peak = False
+                        break
+                if not is_peak:
+                    break
+            if is_peak:
+                if n == out_t.shape[0]:
+                    out_t = np.concatenate((out_t, np.empty(n, np.int32)))
+                    out_k = np.concatenate((out_k, np.empty(n, np.int32)))
+                out_t[n] = t
+                out_k[n] = k
+                n += 1
+    return out_t[:n], out_k[:n]
+
+
+def local_peaks_reference(
+    logspec: np.ndarray, t_lo: int, t_hi: int, k_lo: int, k_hi: int, rt: int, rf: int, floor: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy reference of `local_peaks`: compare each cell with its rectangle via sliding windows."""
+    n_t, n_k = logspec.shape
+    padded = np.full((n_t + 2 * rt, n_k + 2 * rf), -np.inf, dtype=np.float64)
+    padded[rt : rt + n_t, rf : rf + n_k] = logspec
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (2 * rt + 1, 2 * rf + 1))
+    flat = windows.reshape(n_t, n_k, -1)
+    centre = rt * (2 * rf + 1) + rf
+    v = logspec.astype(np.float64)
+    before = flat[:, :, :centre]
+    after = flat[:, :, centre + 1 :]
+    ok = (before < v[:, :, None]).all(axis=2) & (after <= v[:, :, None]).all(axis=2) & (v > floor)
+    mask = np.zeros_like(ok)
+    mask[t_lo:t_hi, k_lo : k_hi + 1] = ok[t_lo:t_hi, k_lo : k_hi + 1]
+    t, k = np.nonzero(mask)
+    return t.astype(np.int32), k.astype(np.int32)
+
+
+# -- density control: keep the strongest peaks of each block of frames ----------------------------------
+
+
+@njit(cache=True, nogil=True)
+def strongest_per_block(
+    t: np.ndarray, magnitude: np.ndarray, block_frames: int, per_block: int
+) -> np.ndarray:
+    """Boolean mask keeping the `per_block` largest magnitudes in each block of `block_frames` frames
+    (blocks aligned to frame 0, so chunked and whole processing agree). `t` must be sorted ascending.
+    Ties keep the earlier peak."""
+    n = t.shape[0]
+    keep = np.zeros(n, np.bool_)
+    start = 0
+    while start < n:
+        block = t[start] // block_frames
+        end = start
+        while end < n and t[end] // block_frames == block:
+            end += 1
+        if end - start <= per_block:
+            keep[start:end] = True
+        else:
+            order = np.argsort(-magnitude[start:end], kind="mergesort")
+            for i in range(per_block):
+                keep[start + order[i]] = True
+        start = end
+    return keep
+
+
+def strongest_per_block_reference(
+    t: np.ndarray, magnitude: np.ndarray, block_frames: int, per_block: int
+) -> np.ndarray:
+    """NumPy reference of `strongest_per_block`: rank within block by a stable lexsort."""
+    block = t // block_frames
+    order = np.lexsort((np.arange(t.size), -magnitude.astype(np.float64), block))
+    sorted_block = block[order]
+    first = np.searchsorted(sorted_block, sorted_block, side="left")
+    rank = np.arange(t.size) - first
+    keep = np.zeros(t.size, bool)
+    keep[order[rank < per_block]] = True
+    return keep
+
+
+# -- pairs: each anchor with the next few peaks in its target zone --------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def pair_peaks(
+    t: np.ndarray, cell: np.ndarray, dt_min: int, dt_max: int, df_max: int, fan_out: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each anchor i (peaks sorted by t), the first `fan_out` later peaks j (in sorted order) with
+    dt_min <= t[j] - t[i] <= dt_max and |cell[j] - cell[i]| <= df_max. Returns (anchor, target) indices."""
+    n = t.shape[0]
+    anchors = np.empty(n * fan_out, np.int32)
+    targets = np.empty(n * fan_out, np.int32)
+    m = 0
+    for i in range(n):
+        found = 0
+        j = i + 1
+        while j < n and found < fan_out:
+            dt = t[j] - t[i]
+            if dt > dt_max:
+                break
+            if dt >= dt_min and abs(cell[j] - cell[i]) <= df_max:
+                anchors[m] = i
+                targets[m] = j
+                m += 1
+                found += 1
+            j += 1
+    return anchors[:m], targets[:m]
+
+
+def pair_peaks_reference(
+    t: np.ndarray, cell: np.ndarray, dt_min: int, dt_max: int, df_max: int, fan_out: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy reference of `pair_peaks`: per anchor, a vectorised zone test over the later peaks."""
+    anchors: list[np.ndarray] = []
+    targets: list[np.ndarray] = []
+    for i in range(t.size):
+        later = np.arange(i + 1, t.size)
+        dt = t[later] - t[i]
+        zone = later[(dt >= dt_min) & (dt <= dt_max) & (np.abs(cell[later] - cell[i]) <= df_max)][:fan_out]
+        anchors.append(np.full(zone.size, i, np.int32))
+        targets.append(zone.astype(np.int32))
+    if not anchors:
+        return np.empty(0, np.int32), np.empty(0, np.int32)
+    return np.concatenate(anchors), np.concatenate(targets)
+
+
+# -- hashes: pack each pair, optionally under a time scale (speed/tempo hypotheses) -------------------
+
+
+@njit(cache=True, nogil=True)
+def hash_pairs(
+    t: np.ndarray,
+    cell: np.ndarray,
+    anchors: np.ndarray,
+    targets: np.ndarray,
+    time_scale: float,
+    dt_min: int,
+    dt_max: int,
+    df_max: int,
+    f_shift: int,
+    df_shift: int,
+    df_bias: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hash (uint32) and anchor offset (int32 frames) of each pair, with peak times multiplied by
+    `time_scale` first. Pairs whose scaled frame delta leaves [dt_min, dt_max], whose cell delta exceeds
+    df_max, or with a peak outside the band (cell < 0) are dropped."""
+    m = anchors.shape[0]
+    hashes = np.empty(m, np.uint32)
+    offsets = np.empty(m, np.int32)
+    n = 0
+    for p in range(m):
+        i = anchors[p]
+        j = targets[p]
+        ci = cell[i]
+        cj = cell[j]
+        if ci < 0 or cj < 0:
+            continue
+        df = cj - ci
+        if df > df_max or df < -df_max:
+            continue
+        dt = int(np.round((t[j] - t[i]) * time_scale))
+        if dt < dt_min or dt > dt_max:
+            continue
+        hashes[n] = np.uint32((ci << f_shift) | ((df + df_bias) << df_shift) | dt)
+        offsets[n] = np.int32(np.round(t[i] * time_scale))
+        n += 1
+    return hashes[:n], offsets[:n]
+
+
+def hash_pairs_reference(
+    t: np.ndarray,
+    cell: np.ndarray,
+    anchors: np.ndarray,
+    targets: np.ndarray,
+    time_scale: float,
+    dt_min: int,
+    dt_max: int,
+    df_max: int,
+    f_shift: int,
+    df_shift: int,
+    df_bias: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy reference of `hash_pairs`, vectorised over all pairs."""
+    ci = cell[anchors].astype(np.int64)
+    cj = cell[targets].astype(np.int64)
+    df = cj - ci
+    dt = np.round((t[targets] - t[anchors]).astype(np.float64) * time_scale).astype(np.int64)
+    ok = (ci >= 0) & (cj >= 0) & (np.abs(df) <= df_max) & (dt >= dt_min) & (dt <= dt_max)
+    hashes = ((ci << f_shift) | ((df + df_bias) << df_shift) | dt)[ok].astype(np.uint32)
+    offsets = np.round(t[anchors].astype(np.float64) * time_scale)[ok].astype(np.int32)
+    return hashes, offsets

@@ -1,0 +1,139 @@
+"""Recognise a query: hash its peaks, look the hashes up, score, and try speed/tempo hypotheses if needed.
+
+The plain hypothesis runs first; most clips end there. Only when it finds nothing confident are the
+speed (pitch and tempo together) and tempo (pitch kept) hypotheses hashed, looked up in ONE batched lookup
+(one round trip per shard, whatever the number of hypotheses) and scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from tunescout.engine.fingerprint import Fingerprint, hashes_from_peaks
+from tunescout.engine.params import DEFAULT_MATCH_PARAMS, DEFAULT_PARAMS, FingerprintParams, MatchParams
+from tunescout.engine.peaks import Peaks, Role
+from tunescout.engine.score import Candidate, Lookup, calibrated_confidence, rank_offsets
+from tunescout.store.shard import Postings
+
+
+@dataclass(frozen=True)
+class TrackSize:
+    """What scoring needs to know of a stored track."""
+
+    n_frames: int  # the track's length in frames
+    n_hashes: int  # hashes stored for it
+
+
+# track ids -> their sizes; ids it does not know (deleted meanwhile) are left out
+TrackSizes = Callable[[Iterable[int]], Mapping[int, TrackSize]]
+
+
+@dataclass(frozen=True)
+class TrackMatch:
+    track_id: int
+    offset_frames: int  # where the clip starts in the track, in the track's frames
+    offset_s: float  # the same in seconds of the track
+    matches: int  # time-consistent matching hashes
+    query_hashes: int  # hashes of the query (under the winning hypothesis)
+    query_hash_share: float  # matches / query hashes, in [0, 1]
+    track_hash_share: float  # matches / the track's stored hashes, in [0, 1]
+    confidence: float  # in [0, 1]; see score.calibrated_confidence
+    speed: float  # winning hypothesis: 1.0 = as stored
+    tempo: float
+
+
+def _hypotheses(match_params: MatchParams) -> list[tuple[float, float]]:
+    return [(s, 1.0) for s in match_params.speed_factors] + [(1.0, r) for r in match_params.tempo_factors]
+
+
+def _split(union: np.ndarray, postings: Postings, own: np.ndarray) -> Postings:
+    """The postings of `own` (a sorted subset of `union`) re-indexed into `own`."""
+    pos = np.searchsorted(union, own)
+    member = np.zeros(union.size, bool)
+    member[pos] = True
+    keep = member[postings.hash_index]
+    remap = np.full(union.size, -1, np.int32)
+    remap[pos] = np.arange(own.size, dtype=np.int32)
+    return Postings(
+        hash_index=remap[postings.hash_index[keep]],
+        track_id=postings.track_id[keep],
+        offset=postings.offset[keep],
+    )
+
+
+def match_peaks(
+    peaks: Peaks,
+    lookup: Lookup,
+    track_sizes: TrackSizes,
+    params: FingerprintParams = DEFAULT_PARAMS,
+    match_params: MatchParams = DEFAULT_MATCH_PARAMS,
+) -> list[TrackMatch]:
+    """Up to `max_results` tracks, most confident first, each at least `min_confidence`; [] if none is."""
+    plain = hashes_from_peaks(peaks, params, Role.QUERY)
+    unique = np.unique(plain.hashes)
+    postings = lookup(unique, match_params.max_postings_per_hash)
+    runs = [(plain, unique, postings, 1.0, 1.0)]
+    results = _score(runs, peaks, track_sizes, params, match_params)
+    if results:
+        return results
+    hyp = _hypotheses(match_params)
+    if not hyp:
+        return results
+    prints = [hashes_from_peaks(peaks, params, Role.QUERY, speed=s, tempo=r) for s, r in hyp]
+    uniques = [np.unique(f.hashes) for f in prints]
+    union = np.unique(np.concatenate(uniques))
+    all_postings = lookup(union, match_params.max_postings_per_hash)
+    runs += [
+        (f, u, _split(union, all_postings, u), s, r)
+        for f, u, (s, r) in zip(prints, uniques, hyp, strict=True)
+    ]
+    return _score(runs, peaks, track_sizes, params, match_params)
+
+
+def _score(
+    runs: list[tuple[Fingerprint, np.ndarray, Postings, float, float]],
+    peaks: Peaks,
+    track_sizes: TrackSizes,
+    params: FingerprintParams,
+    match_params: MatchParams,
+) -> list[TrackMatch]:
+    candidates: list[Candidate] = []
+    for fp, unique, postings, speed, tempo in runs:
+        candidates += rank_offsets(
+            fp,
+            unique,
+            postings,
+            match_params,
+            query_frames=round(peaks.n_frames * speed * tempo),
+            speed=speed,
+            tempo=tempo,
+            top=match_params.max_results + 2,
+        )
+    if not candidates:
+        return []
+    sizes = track_sizes({c.track_id for c in candidates})
+    best: dict[int, TrackMatch] = {}
+    for c in candidates:
+        size = sizes.get(c.track_id)
+        if size is None:
+            continue
+        conf = calibrated_confidence(c, size.n_frames, match_params)
+        if c.track_id in best and best[c.track_id].confidence >= conf:
+            continue
+        best[c.track_id] = TrackMatch(
+            track_id=c.track_id,
+            offset_frames=c.offset_frames,
+            offset_s=c.offset_frames * params.frame_seconds,
+            matches=c.matches,
+            query_hashes=c.query_hashes,
+            query_hash_share=min(1.0, c.matches / max(1, c.query_hashes)),
+            track_hash_share=min(1.0, c.matches / max(1, size.n_hashes)),
+            confidence=conf,
+            speed=c.speed,
+            tempo=c.tempo,
+        )
+    ranked = sorted(best.values(), key=lambda m: (-m.confidence, -m.matches))
+    return [m for m in ranked if m.confidence >= match_params.min_confidence][: match_params.max_results]

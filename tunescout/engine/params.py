@@ -1,0 +1,73 @@
+"""Every tunable of the fingerprint pipeline, in one frozen object, with its unit and default beside it.
+
+Changing a value that alters the hashes (anything above `# -- matching`) makes stored fingerprints
+incompatible: bump `FINGERPRINT_VERSION` with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Version of the hash definition (spectrogram, peaks, pairs and bit layout). Stored with every shard;
+# a shard written with another version is refused, since its hashes would never match ours.
+FINGERPRINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FingerprintParams:
+    # -- decode
+    sample_rate_hz: int = 8000  # Hz; everything above 4 kHz is lost to phones, low-pass and codecs anyway
+    # -- spectrogram
+    n_fft: int = 1024  # samples per window (128 ms at 8 kHz): long enough to resolve tones in noise
+    hop: int = 128  # samples between frames (16 ms at 8 kHz); the unit of every offset in frames
+    # -- peaks
+    f_min_hz: float = 250.0  # Hz; below, phones and small speakers drop the signal
+    f_max_hz: float = 3400.0  # Hz; above, low-pass, phone band and low-bitrate codecs drop it
+    peak_floor_db: float = -70.0  # dB below a full-scale sine: quieter cells are never peaks (silence)
+    peak_block_frames: int = 32  # frames; density is controlled per block of this many frames
+    ref_peak_time_radius: int = 12  # frames: a stored peak is the maximum of +-this many frames ...
+    ref_peak_freq_radius: int = 6  # bins: ... and +-this many bins around it
+    ref_peaks_per_second: float = 16.0  # at most this many peaks per second when a track is stored
+    query_peak_time_radius: int = 6  # frames; smaller than stored: a query finds a superset of the peaks
+    query_peak_freq_radius: int = 4  # bins
+    query_peaks_per_second: float = 40.0  # a query keeps more peaks, so more of the stored ones are found
+    # -- pairs
+    fan_out: int = 5  # targets paired with each anchor (stored side)
+    query_fan_out: int = 10  # targets paired with each anchor (query side)
+    pair_dt_min: int = 2  # frames; the closest a target may follow its anchor
+    pair_dt_max: int = 63  # frames; the farthest (about 1 s); must fit `hashes.DT_BITS`
+    pair_df_max_cells: int = 63  # frequency cells a target may lie above or below its anchor
+    # -- hashes: frequency is quantised on a mel-like scale so that a speed change shifts it evenly
+    freq_cells: int = 256  # cells between f_min_hz and f_max_hz; must fit `hashes.F_BITS`
+    mel_break_hz: float = 700.0  # Hz; cells are linear below this frequency and logarithmic above
+    # -- streaming
+    chunk_seconds: float = 20.0  # s of PCM fingerprinted at a time: bounds memory for long files
+    min_clip_seconds: float = 1.0  # s; shorter clips are refused: too few landmarks to decide anything
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds per spectrogram frame (the unit of offsets)."""
+        return self.hop / self.sample_rate_hz
+
+
+DEFAULT_PARAMS = FingerprintParams()
+
+
+@dataclass(frozen=True)
+class MatchParams:
+    """Tunables of scoring; they do not change stored data."""
+
+    offset_tolerance: int = 1  # frames: matches within +-this of the best offset count as consistent
+    max_postings_per_hash: int = 2000  # hashes stored more often than this carry no information: skipped
+    min_matches: int = 5  # consistent matches below this never make a result
+    min_confidence: float = 0.5  # results below this are not reported
+    # confidence = logistic(slope * (chance score - midpoint)); chance score = -log10 P(chance), see score.py
+    confidence_slope: float = 1.0
+    confidence_midpoint: float = 6.0
+    max_results: int = 3
+    # speed (tempo and pitch together) and tempo (pitch kept) hypotheses tried when the plain query fails
+    speed_factors: tuple[float, ...] = (0.96, 0.98, 1.02, 1.04)
+    tempo_factors: tuple[float, ...] = (0.96, 0.98, 1.02, 1.04)
+
+
+DEFAULT_MATCH_PARAMS = MatchParams()

@@ -1,0 +1,139 @@
+"""Stage 7: stored postings of a query's hashes -> ranked tracks with offsets and a calibrated confidence.
+
+A clip of track T starting at frame d of T reproduces many of T's landmarks with stored offset = query
+offset + d, so its matches pile up in one bin of the offset-difference histogram; matches with unrelated
+tracks scatter. Scoring counts, per (track, offset difference), the matches within +-`offset_tolerance`
+frames, and the confidence compares that count with what chance alone gives for that track.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from tunescout.engine.fingerprint import Fingerprint
+from tunescout.engine.params import MatchParams
+from tunescout.store.shard import Postings
+
+# looks up unique sorted uint32 hashes; `max_postings_per_hash` drops hashes stored more often than that
+Lookup = Callable[[np.ndarray, int], Postings]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A (track, offset) that the query's matches agree on, under one speed/tempo hypothesis."""
+
+    track_id: int
+    offset_frames: int  # where the clip starts inside the track, in the track's frames
+    matches: int  # matches consistent with that offset (+- tolerance)
+    track_hits: int  # all matches with the track, whatever their offset (chance level estimate)
+    query_hashes: int  # hashes the query had under this hypothesis
+    query_frames: int  # frames the query spans under this hypothesis
+    speed: float
+    tempo: float
+    distinct_frames: int = 0  # distinct query frames among the matches: repeats of one sound count once
+
+
+def _expand(
+    query: Fingerprint, postings: Postings, inverse_order: np.ndarray, starts: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(track_id, offset difference, query row) for every (query landmark, stored posting) pair sharing
+    a hash."""
+    reps = counts[postings.hash_index]
+    total = int(reps.sum())
+    if total == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
+    posting_of = np.repeat(np.arange(postings.hash_index.size), reps)
+    # position of each expanded row inside its hash's group of query landmarks
+    first_row = np.cumsum(reps) - reps
+    within = np.arange(total) - np.repeat(first_row, reps)
+    query_row = inverse_order[starts[postings.hash_index[posting_of]] + within]
+    delta = postings.offset[posting_of].astype(np.int64) - query.offsets[query_row].astype(np.int64)
+    return postings.track_id[posting_of], delta, query_row
+
+
+def rank_offsets(
+    query: Fingerprint,
+    unique_hashes: np.ndarray,
+    postings: Postings,
+    params: MatchParams,
+    *,
+    query_frames: int,
+    speed: float = 1.0,
+    tempo: float = 1.0,
+    top: int = 10,
+) -> list[Candidate]:
+    """The best (track, offset) bins of one hypothesis, strongest first, one per track."""
+    if postings.hash_index.size == 0 or query.hashes.size == 0:
+        return []
+    inverse = np.searchsorted(unique_hashes, query.hashes)
+    inverse_order = np.argsort(inverse, kind="stable")
+    counts = np.bincount(inverse, minlength=unique_hashes.size)
+    starts = np.cumsum(counts) - counts
+    track, delta, query_row = _expand(query, postings, inverse_order, starts, counts)
+    # one int64 key per (track, offset difference); tracks < 2**31, |delta| < 2**31
+    keys = (track << 32) + (delta + (1 << 31))
+    keys.sort()
+    uniq, first = np.unique(keys, return_index=True)
+    bin_count = np.diff(np.append(first, keys.size))
+    tol = params.offset_tolerance
+    lo = np.searchsorted(uniq, uniq - tol, side="left")
+    hi = np.searchsorted(uniq, uniq + tol, side="right")
+    csum = np.concatenate(([0], np.cumsum(bin_count)))
+    window = csum[hi] - csum[lo]  # the same track is guaranteed: tol << 2**31
+    bin_track = uniq >> 32
+    # per-track totals, and the best window per track
+    track_ids, track_first = np.unique(bin_track, return_index=True)
+    track_total = np.add.reduceat(bin_count, track_first)
+    order = np.lexsort((-window, bin_track))
+    best_of_track = order[np.searchsorted(bin_track[order], track_ids)]
+    best_window = window[best_of_track]
+    chosen = np.argsort(-best_window, kind="stable")[:top]
+    out = []
+    for i in chosen:
+        b = best_of_track[i]
+        # centre the offset on the weighted mean of its window, so +-1 frame jitter does not bias it
+        sel = slice(lo[b], hi[b])
+        centre = np.average((uniq[sel] & 0xFFFFFFFF) - (1 << 31), weights=bin_count[sel])
+        d0 = int((uniq[lo[b]] & 0xFFFFFFFF) - (1 << 31))
+        d1 = int((uniq[hi[b] - 1] & 0xFFFFFFFF) - (1 << 31))
+        hit = (track == track_ids[i]) & (delta >= d0) & (delta <= d1)
+        frames = np.unique(query.offsets[query_row[hit]])
+        out.append(
+            Candidate(
+                track_id=int(track_ids[i]),
+                offset_frames=round(float(centre)),
+                matches=int(best_window[i]),
+                track_hits=int(track_total[i]),
+                query_hashes=int(query.hashes.size),
+                query_frames=query_frames,
+                speed=speed,
+                tempo=tempo,
+                distinct_frames=int(frames.size),
+            )
+        )
+    return out
+
+
+def chance_score(c: Candidate, track_frames: int, params: MatchParams) -> float:
+    """-log10 of the probability that chance alone puts `c.matches` of the track's hits in one offset window,
+    Bonferroni-corrected for the number of windows searched (Poisson tail)."""
+    n_windows = max(1, track_frames + c.query_frames)
+    width = 2 * params.offset_tolerance + 1
+    lam = max(c.track_hits - c.matches, 1) * width / n_windows + 1e-3
+    k = c.matches
+    # log P(X >= k) for X ~ Poisson(lam) ~ log P(X = k) when k >> lam; exact enough for a threshold
+    log_p = k * math.log(lam) - lam - math.lgamma(k + 1)
+    log_p += math.log(max(1, n_windows // width))
+    return max(0.0, -log_p / math.log(10))
+
+
+def calibrated_confidence(c: Candidate, track_frames: int, params: MatchParams) -> float:
+    """Probability-like confidence in [0, 1] from the chance score and the match count (see README)."""
+    s = chance_score(c, track_frames, params)
+    z = params.confidence_slope * (s - params.confidence_midpoint)
+    conf = 1.0 / (1.0 + math.exp(-z))
+    return conf if c.matches >= params.min_matches else 0.0
