@@ -45,22 +45,45 @@ def test_pair_peaks_matches_reference(seed):
     rng = np.random.default_rng(seed)
     t = np.sort(rng.integers(0, 300, 250)).astype(np.int32)
     cell = rng.integers(0, 256, 250).astype(np.int32)
-    for args in [(2, 63, 63, 5), (0, 10, 5, 2), (1, 70, 127, 15)]:
-        got = kernels.pair_peaks(t, cell, *args)
-        want = kernels.pair_peaks_reference(t, cell, *args)
+    mag = rng.integers(0, 8, 250).astype(np.float32)  # ties on purpose
+    for args in [(2, 63, 31, 5), (0, 10, 5, 2), (1, 70, 127, 15)]:
+        got = kernels.pair_peaks(t, cell, mag, *args)
+        want = kernels.pair_peaks_reference(t, cell, mag, *args)
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
 
 
-@pytest.mark.parametrize("scale", [1.0, 0.95, 1.0375, 1.05])
-def test_hash_pairs_matches_reference(scale):
+def test_pair_peaks_prefers_strong_targets():
+    t = np.array([0, 3, 4, 5], np.int32)
+    cell = np.array([10, 11, 12, 13], np.int32)
+    mag = np.array([5.0, 1.0, 9.0, 7.0], np.float32)
+    a, b = kernels.pair_peaks(t, cell, mag, 2, 63, 31, 2)
+    assert list(b[a == 0]) == [2, 3]  # the weak peak at t=3 is skipped, order stays by time
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_triplets_from_pairs_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.integers(0, 300, 120)).astype(np.int32)
+    cell = rng.integers(0, 256, 120).astype(np.int32)
+    mag = rng.normal(size=120).astype(np.float32)
+    a, b = kernels.pair_peaks(t, cell, mag, 2, 63, 40, 6)
+    for got, want in zip(
+        kernels.triplets_from_pairs(a, b), kernels.triplets_from_pairs_reference(a, b), strict=True
+    ):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.955, 1.0375, 1.05])
+def test_hash_triplets_matches_reference(scale):
     rng = np.random.default_rng(1)
     t = np.sort(rng.integers(0, 2000, 600)).astype(np.int32)
     cell = rng.integers(-1, 256, 600).astype(np.int32)
-    a, b = kernels.pair_peaks(t, np.maximum(cell, 0), 1, 70, 127, 8)
-    args = (t, cell, a, b, scale, 2, 63, 63, hashes.F_SHIFT, hashes.DF_SHIFT, hashes.DF_BIAS)
-    got = kernels.hash_pairs(*args)
-    want = kernels.hash_pairs_reference(*args)
+    mag = rng.normal(size=600).astype(np.float32)
+    a, b, c = kernels.triplets_from_pairs(*kernels.pair_peaks(t, np.maximum(cell, 0), mag, 1, 70, 40, 6))
+    args = (t, cell, a, b, c, scale, 2, 63, 31, hashes.KERNEL_LAYOUT)
+    got = kernels.hash_triplets(*args)
+    want = kernels.hash_triplets_reference(*args)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
     assert got[0].size > 100
@@ -68,36 +91,40 @@ def test_hash_pairs_matches_reference(scale):
 
 def test_hash_layout_round_trip():
     rng = np.random.default_rng(0)
-    f = rng.integers(0, 1 << hashes.F_BITS, 10_000)
-    df = rng.integers(-hashes.DF_BIAS, hashes.DF_BIAS, 10_000)
-    dt = rng.integers(0, 1 << hashes.DT_BITS, 10_000)
-    h = hashes.pack(f, df, dt)
+    n = 10_000
+    fields = (
+        rng.integers(0, 1 << hashes.F_BITS, n),
+        rng.integers(-hashes.DF_BIAS, hashes.DF_BIAS, n),
+        rng.integers(-hashes.DF_BIAS, hashes.DF_BIAS, n),
+        rng.integers(0, 1 << hashes.DT_BITS, n),
+        rng.integers(0, 1 << hashes.DT_BITS, n),
+    )
+    h = hashes.pack(*fields)
     assert h.dtype == np.uint32
-    assert int(h.max()) < (1 << hashes.HASH_BITS)
-    for got, want in zip(hashes.unpack(h), (f, df, dt), strict=True):
+    assert hashes.HASH_BITS == 32
+    for got, want in zip(hashes.unpack(h), fields, strict=True):
         np.testing.assert_array_equal(got, want)
     # fields do not overlap: every field's extreme values survive
-    edge = hashes.pack([hashes.F_MASK, 0], [hashes.DF_BIAS - 1, -hashes.DF_BIAS], [hashes.DT_MASK, 0])
-    assert [list(x) for x in hashes.unpack(edge)] == [
-        [hashes.F_MASK, 0],
-        [hashes.DF_BIAS - 1, -hashes.DF_BIAS],
-        [hashes.DT_MASK, 0],
-    ]
+    lo = (0, -hashes.DF_BIAS, -hashes.DF_BIAS, 0, 0)
+    hi = (hashes.F_MASK, hashes.DF_BIAS - 1, hashes.DF_BIAS - 1, hashes.DT_MASK, hashes.DT_MASK)
+    edge = hashes.pack(*([x, y] for x, y in zip(hi, lo, strict=True)))
+    assert [list(x) for x in hashes.unpack(edge)] == [[x, y] for x, y in zip(hi, lo, strict=True)]
 
 
 def test_hash_pack_refuses_out_of_range():
     with pytest.raises(ValueError, match="frame delta"):
-        hashes.pack([1], [0], [1 << hashes.DT_BITS])
+        hashes.pack([1], [0], [0], [1 << hashes.DT_BITS], [0])
     with pytest.raises(ValueError, match="frequency"):
-        hashes.pack([1 << hashes.F_BITS], [0], [1])
+        hashes.pack([1 << hashes.F_BITS], [0], [0], [1], [2])
+    with pytest.raises(ValueError, match="cell delta"):
+        hashes.pack([1], [hashes.DF_BIAS], [0], [1], [2])
 
 
 def test_kernel_hashes_agree_with_pack():
     t = np.array([0, 5, 9], np.int32)
     cell = np.array([10, 30, 2], np.int32)
-    a, b = np.array([0, 0, 1], np.int32), np.array([1, 2, 2], np.int32)
-    h, off = kernels.hash_pairs(
-        t, cell, a, b, 1.0, 2, 63, 63, hashes.F_SHIFT, hashes.DF_SHIFT, hashes.DF_BIAS
-    )
-    np.testing.assert_array_equal(h, hashes.pack([10, 10, 30], [20, -8, -28], [5, 9, 4]))
-    np.testing.assert_array_equal(off, [0, 0, 5])
+    a, b, c = np.array([0, 1], np.int32), np.array([1, 2], np.int32), np.array([2, 2], np.int32)
+    h, off = kernels.hash_triplets(t, cell, a, b, c, 1.0, 2, 63, 25, hashes.KERNEL_LAYOUT)
+    # the second triplet's cell delta (2 - 30 = -28) exceeds df_max=25: dropped
+    np.testing.assert_array_equal(h, hashes.pack([10], [20], [-8], [5], [9]))
+    np.testing.assert_array_equal(off, [0])

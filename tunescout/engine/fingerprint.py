@@ -60,19 +60,18 @@ def hashes_from_peaks(
     the track's time."""
     hashes.check_layout(params)
     cells = hashes.freq_to_cell(peaks.freq_hz / speed, params)
-    anchors, targets = pair_peaks(peaks, cells, params, role)
-    h, off = kernels.hash_pairs(
+    anchors, first, second = kernels.triplets_from_pairs(*pair_peaks(peaks, cells, params, role))
+    h, off = kernels.hash_triplets(
         peaks.t,
         cells,
         anchors,
-        targets,
+        first,
+        second,
         float(speed * tempo),
         params.pair_dt_min,
         params.pair_dt_max,
         params.pair_df_max_cells,
-        hashes.F_SHIFT,
-        hashes.DF_SHIFT,
-        hashes.DF_BIAS,
+        hashes.KERNEL_LAYOUT,
     )
     if role is Role.REFERENCE:
         # the same landmark twice adds nothing to a track's evidence

@@ -131,114 +131,208 @@ def strongest_per_block_reference(
     return keep
 
 
-# -- pairs: each anchor with the next few peaks in its target zone --------------------------------------
+# -- pairs: each anchor with the strongest peaks in its target zone --------------------------------------
 
 
 @njit(cache=True, nogil=True)
 def pair_peaks(
-    t: np.ndarray, cell: np.ndarray, dt_min: int, dt_max: int, df_max: int, fan_out: int
+    t: np.ndarray,
+    cell: np.ndarray,
+    magnitude: np.ndarray,
+    dt_min: int,
+    dt_max: int,
+    df_max: int,
+    fan_out: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """For each anchor i (peaks sorted by t), the first `fan_out` later peaks j (in sorted order) with
-    dt_min <= t[j] - t[i] <= dt_max and |cell[j] - cell[i]| <= df_max. Returns (anchor, target) indices."""
+    """For each anchor i (peaks sorted by t), the `fan_out` strongest later peaks j with
+    dt_min <= t[j] - t[i] <= dt_max and |cell[j] - cell[i]| <= df_max, in index order. Strength, not
+    nearness, picks them: noise adds weak peaks, which then never displace the music's own targets.
+    Ties keep the earlier peak. Returns (anchor, target) indices grouped by anchor."""
     n = t.shape[0]
     anchors = np.empty(n * fan_out, np.int32)
     targets = np.empty(n * fan_out, np.int32)
+    zone = np.empty(64, np.int32)
     m = 0
     for i in range(n):
-        found = 0
+        z = 0
         j = i + 1
-        while j < n and found < fan_out:
-            dt = t[j] - t[i]
-            if dt > dt_max:
-                break
-            if dt >= dt_min and abs(cell[j] - cell[i]) <= df_max:
-                anchors[m] = i
-                targets[m] = j
-                m += 1
-                found += 1
+        while j < n and t[j] - t[i] <= dt_max:
+            if t[j] - t[i] >= dt_min and abs(cell[j] - cell[i]) <= df_max:
+                if z == zone.shape[0]:
+                    zone = np.concatenate((zone, np.empty(z, np.int32)))
+                zone[z] = j
+                z += 1
             j += 1
+        if z > fan_out:
+            strength = np.empty(z, np.float64)
+            for q in range(z):
+                strength[q] = -magnitude[zone[q]]
+            chosen = np.sort(zone[:z][np.argsort(strength, kind="mergesort")[:fan_out]])
+        else:
+            chosen = zone[:z]
+        for q in range(chosen.shape[0]):
+            anchors[m] = i
+            targets[m] = chosen[q]
+            m += 1
     return anchors[:m], targets[:m]
 
 
 def pair_peaks_reference(
-    t: np.ndarray, cell: np.ndarray, dt_min: int, dt_max: int, df_max: int, fan_out: int
+    t: np.ndarray,
+    cell: np.ndarray,
+    magnitude: np.ndarray,
+    dt_min: int,
+    dt_max: int,
+    df_max: int,
+    fan_out: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """NumPy reference of `pair_peaks`: per anchor, a vectorised zone test over the later peaks."""
+    """NumPy reference of `pair_peaks`: per anchor, a vectorised zone test and a stable strength ranking."""
     anchors: list[np.ndarray] = []
     targets: list[np.ndarray] = []
     for i in range(t.size):
         later = np.arange(i + 1, t.size)
         dt = t[later] - t[i]
-        zone = later[(dt >= dt_min) & (dt <= dt_max) & (np.abs(cell[later] - cell[i]) <= df_max)][:fan_out]
-        anchors.append(np.full(zone.size, i, np.int32))
-        targets.append(zone.astype(np.int32))
+        zone = later[(dt >= dt_min) & (dt <= dt_max) & (np.abs(cell[later] - cell[i]) <= df_max)]
+        chosen = np.sort(zone[np.argsort(-magnitude[zone].astype(np.float64), kind="stable")[:fan_out]])
+        anchors.append(np.full(chosen.size, i, np.int32))
+        targets.append(chosen.astype(np.int32))
     if not anchors:
         return np.empty(0, np.int32), np.empty(0, np.int32)
     return np.concatenate(anchors), np.concatenate(targets)
 
 
-# -- hashes: pack each pair, optionally under a time scale (speed/tempo hypotheses) -------------------
+# -- triplets: each anchor with two of its targets ------------------------------------------------------
 
 
 @njit(cache=True, nogil=True)
-def hash_pairs(
+def triplets_from_pairs(
+    anchors: np.ndarray, targets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (anchor, first target, second target) with both targets among the anchor's pairs and the
+    first earlier in `pair_peaks` order. Pairs must be grouped by anchor, as `pair_peaks` returns them."""
+    m = anchors.shape[0]
+    total = 0
+    start = 0
+    while start < m:
+        end = start
+        while end < m and anchors[end] == anchors[start]:
+            end += 1
+        k = end - start
+        total += k * (k - 1) // 2
+        start = end
+    a = np.empty(total, np.int32)
+    b = np.empty(total, np.int32)
+    c = np.empty(total, np.int32)
+    n = 0
+    start = 0
+    while start < m:
+        end = start
+        while end < m and anchors[end] == anchors[start]:
+            end += 1
+        for x in range(start, end):
+            for y in range(x + 1, end):
+                a[n] = anchors[x]
+                b[n] = targets[x]
+                c[n] = targets[y]
+                n += 1
+        start = end
+    return a, b, c
+
+
+def triplets_from_pairs_reference(
+    anchors: np.ndarray, targets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NumPy reference of `triplets_from_pairs`: upper-triangle index pairs within each anchor's group."""
+    out_a: list[np.ndarray] = []
+    out_b: list[np.ndarray] = []
+    out_c: list[np.ndarray] = []
+    for anchor in np.unique(anchors):
+        group = targets[anchors == anchor]
+        x, y = np.triu_indices(group.size, k=1)
+        out_a.append(np.full(x.size, anchor, np.int32))
+        out_b.append(group[x].astype(np.int32))
+        out_c.append(group[y].astype(np.int32))
+    if not out_a:
+        return np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.int32)
+    return np.concatenate(out_a), np.concatenate(out_b), np.concatenate(out_c)
+
+
+# -- hashes: pack each triplet, optionally under a time scale (speed/tempo hypotheses) ------------------
+
+
+@njit(cache=True, nogil=True)
+def hash_triplets(
     t: np.ndarray,
     cell: np.ndarray,
     anchors: np.ndarray,
-    targets: np.ndarray,
+    first: np.ndarray,
+    second: np.ndarray,
     time_scale: float,
     dt_min: int,
     dt_max: int,
     df_max: int,
-    f_shift: int,
-    df_shift: int,
-    df_bias: int,
+    layout: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Hash (uint32) and anchor offset (int32 frames) of each pair, with peak times multiplied by
-    `time_scale` first. Pairs whose scaled frame delta leaves [dt_min, dt_max], whose cell delta exceeds
-    df_max, or with a peak outside the band (cell < 0) are dropped."""
+    """Hash (uint32) and anchor offset (int32 frames) of each triplet, with peak times multiplied by
+    `time_scale` first. `layout` = (f_shift, df1_shift, df2_shift, dt1_shift, dt2_shift, df_bias).
+    Triplets whose scaled frame deltas leave [dt_min, dt_max], whose cell deltas exceed df_max, or with a
+    peak outside the band (cell < 0) are dropped."""
     m = anchors.shape[0]
     hashes = np.empty(m, np.uint32)
     offsets = np.empty(m, np.int32)
+    bias = layout[5]
     n = 0
     for p in range(m):
         i = anchors[p]
-        j = targets[p]
+        j = first[p]
+        k = second[p]
         ci = cell[i]
         cj = cell[j]
-        if ci < 0 or cj < 0:
+        ck = cell[k]
+        if ci < 0 or cj < 0 or ck < 0:
             continue
-        df = cj - ci
-        if df > df_max or df < -df_max:
+        d1 = cj - ci
+        d2 = ck - ci
+        if d1 > df_max or d1 < -df_max or d2 > df_max or d2 < -df_max:
             continue
-        dt = int(np.round((t[j] - t[i]) * time_scale))
-        if dt < dt_min or dt > dt_max:
+        t1 = int(np.round((t[j] - t[i]) * time_scale))
+        t2 = int(np.round((t[k] - t[i]) * time_scale))
+        if t1 < dt_min or t2 > dt_max:
             continue
-        hashes[n] = np.uint32((ci << f_shift) | ((df + df_bias) << df_shift) | dt)
+        hashes[n] = np.uint32(
+            (ci << layout[0])
+            | ((d1 + bias) << layout[1])
+            | ((d2 + bias) << layout[2])
+            | (t1 << layout[3])
+            | (t2 << layout[4])
+        )
         offsets[n] = np.int32(np.round(t[i] * time_scale))
         n += 1
     return hashes[:n], offsets[:n]
 
 
-def hash_pairs_reference(
+def hash_triplets_reference(
     t: np.ndarray,
     cell: np.ndarray,
     anchors: np.ndarray,
-    targets: np.ndarray,
+    first: np.ndarray,
+    second: np.ndarray,
     time_scale: float,
     dt_min: int,
     dt_max: int,
     df_max: int,
-    f_shift: int,
-    df_shift: int,
-    df_bias: int,
+    layout: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """NumPy reference of `hash_pairs`, vectorised over all pairs."""
+    """NumPy reference of `hash_triplets`, vectorised over all triplets."""
     ci = cell[anchors].astype(np.int64)
-    cj = cell[targets].astype(np.int64)
-    df = cj - ci
-    dt = np.round((t[targets] - t[anchors]).astype(np.float64) * time_scale).astype(np.int64)
-    ok = (ci >= 0) & (cj >= 0) & (np.abs(df) <= df_max) & (dt >= dt_min) & (dt <= dt_max)
-    hashes = ((ci << f_shift) | ((df + df_bias) << df_shift) | dt)[ok].astype(np.uint32)
+    cj = cell[first].astype(np.int64)
+    ck = cell[second].astype(np.int64)
+    d1, d2 = cj - ci, ck - ci
+    t1 = np.round((t[first] - t[anchors]).astype(np.float64) * time_scale).astype(np.int64)
+    t2 = np.round((t[second] - t[anchors]).astype(np.float64) * time_scale).astype(np.int64)
+    ok = (ci >= 0) & (cj >= 0) & (ck >= 0) & (np.abs(d1) <= df_max) & (np.abs(d2) <= df_max)
+    ok &= (t1 >= dt_min) & (t2 <= dt_max)
+    f_shift, s1, s2, s3, s4, bias = (int(v) for v in layout)
+    h = (ci << f_shift) | ((d1 + bias) << s1) | ((d2 + bias) << s2) | (t1 << s3) | (t2 << s4)
     offsets = np.round(t[anchors].astype(np.float64) * time_scale)[ok].astype(np.int32)
-    return hashes, offsets
+    return h[ok].astype(np.uint32), offsets

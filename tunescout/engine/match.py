@@ -16,14 +16,13 @@ from tunescout.engine.fingerprint import Fingerprint, hashes_from_peaks
 from tunescout.engine.params import DEFAULT_MATCH_PARAMS, DEFAULT_PARAMS, FingerprintParams, MatchParams
 from tunescout.engine.peaks import Peaks, Role
 from tunescout.engine.score import Candidate, Lookup, calibrated_confidence, rank_offsets
-from tunescout.store.shard import Postings
+from tunescout.store.shard import FingerprintShard, Postings
 
 
 @dataclass(frozen=True)
 class TrackSize:
     """What scoring needs to know of a stored track."""
 
-    n_frames: int  # the track's length in frames
     n_hashes: int  # hashes stored for it
 
 
@@ -36,13 +35,22 @@ class TrackMatch:
     track_id: int
     offset_frames: int  # where the clip starts in the track, in the track's frames
     offset_s: float  # the same in seconds of the track
-    matches: int  # time-consistent matching hashes
+    matches: int  # query frames with time-consistent matching hashes (the evidence; see score.py)
     query_hashes: int  # hashes of the query (under the winning hypothesis)
     query_hash_share: float  # matches / query hashes, in [0, 1]
     track_hash_share: float  # matches / the track's stored hashes, in [0, 1]
     confidence: float  # in [0, 1]; see score.calibrated_confidence
     speed: float  # winning hypothesis: 1.0 = as stored
     tempo: float
+
+
+def shard_track_sizes(shard: FingerprintShard) -> TrackSizes:
+    """`TrackSizes` read from one shard's track records."""
+
+    def sizes(track_ids: Iterable[int]) -> dict[int, TrackSize]:
+        return {tid: TrackSize(n_hashes=rec.n_hashes) for tid, rec in shard.get_tracks(track_ids).items()}
+
+    return sizes
 
 
 def _hypotheses(match_params: MatchParams) -> list[tuple[float, float]]:
@@ -77,7 +85,7 @@ def match_peaks(
     postings = lookup(unique, match_params.max_postings_per_hash)
     runs = [(plain, unique, postings, 1.0, 1.0)]
     results = _score(runs, peaks, track_sizes, params, match_params)
-    if results:
+    if results and results[0].confidence >= match_params.early_exit_confidence:
         return results
     hyp = _hypotheses(match_params)
     if not hyp:
@@ -120,14 +128,15 @@ def _score(
         size = sizes.get(c.track_id)
         if size is None:
             continue
-        conf = calibrated_confidence(c, size.n_frames, match_params)
-        if c.track_id in best and best[c.track_id].confidence >= conf:
+        conf = calibrated_confidence(c, match_params)
+        held = best.get(c.track_id)
+        if held is not None and (held.confidence, held.matches) >= (conf, c.distinct_frames):
             continue
         best[c.track_id] = TrackMatch(
             track_id=c.track_id,
             offset_frames=c.offset_frames,
             offset_s=c.offset_frames * params.frame_seconds,
-            matches=c.matches,
+            matches=c.distinct_frames,
             query_hashes=c.query_hashes,
             query_hash_share=min(1.0, c.matches / max(1, c.query_hashes)),
             track_hash_share=min(1.0, c.matches / max(1, size.n_hashes)),

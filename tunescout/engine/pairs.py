@@ -18,7 +18,7 @@ MAX_TIME_SCALE_DEVIATION = 0.06
 def pair_peaks(
     peaks: Peaks, cells: np.ndarray, params: FingerprintParams, role: Role
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(anchor, target) indices into `peaks`: each anchor with its first fan-out peaks in the target zone."""
+    """(anchor, target) indices into `peaks`: each anchor with the strongest fan-out peaks of its zone."""
     if role is Role.REFERENCE:
         dt_min, dt_max, fan_out = params.pair_dt_min, params.pair_dt_max, params.fan_out
     else:
@@ -28,6 +28,12 @@ def pair_peaks(
     # peaks outside the band (cell -1) never pair; the kernel's zone test needs them gone
     inband = np.flatnonzero(cells >= 0).astype(np.int32)
     a, b = kernels.pair_peaks(
-        peaks.t[inband], cells[inband], dt_min, dt_max, params.pair_df_max_cells, fan_out
+        peaks.t[inband],
+        cells[inband],
+        peaks.magnitude[inband],
+        dt_min,
+        dt_max,
+        params.pair_df_max_cells,
+        fan_out,
     )
     return inband[a], inband[b]

@@ -27,16 +27,16 @@ class FingerprintParams:
     peak_block_frames: int = 32  # frames; density is controlled per block of this many frames
     ref_peak_time_radius: int = 12  # frames: a stored peak is the maximum of +-this many frames ...
     ref_peak_freq_radius: int = 6  # bins: ... and +-this many bins around it
-    ref_peaks_per_second: float = 16.0  # at most this many peaks per second when a track is stored
+    ref_peaks_per_second: float = 24.0  # at most this many peaks per second when a track is stored
     query_peak_time_radius: int = 6  # frames; smaller than stored: a query finds a superset of the peaks
     query_peak_freq_radius: int = 4  # bins
-    query_peaks_per_second: float = 40.0  # a query keeps more peaks, so more of the stored ones are found
+    query_peaks_per_second: float = 48.0  # a query keeps more peaks, so more of the stored ones are found
     # -- pairs
-    fan_out: int = 5  # targets paired with each anchor (stored side)
-    query_fan_out: int = 10  # targets paired with each anchor (query side)
+    fan_out: int = 5  # targets per anchor when storing; every two of them make a triplet (10 per anchor)
+    query_fan_out: int = 10  # targets per anchor in a query (45 triplets per anchor)
     pair_dt_min: int = 2  # frames; the closest a target may follow its anchor
     pair_dt_max: int = 63  # frames; the farthest (about 1 s); must fit `hashes.DT_BITS`
-    pair_df_max_cells: int = 63  # frequency cells a target may lie above or below its anchor
+    pair_df_max_cells: int = 31  # frequency cells a target may lie above or below its anchor
     # -- hashes: frequency is quantised on a mel-like scale so that a speed change shifts it evenly
     freq_cells: int = 256  # cells between f_min_hz and f_max_hz; must fit `hashes.F_BITS`
     mel_break_hz: float = 700.0  # Hz; cells are linear below this frequency and logarithmic above
@@ -59,15 +59,16 @@ class MatchParams:
 
     offset_tolerance: int = 1  # frames: matches within +-this of the best offset count as consistent
     max_postings_per_hash: int = 2000  # hashes stored more often than this carry no information: skipped
-    min_matches: int = 5  # consistent matches below this never make a result
+    min_matches: int = 5  # query frames with consistent matches below this never make a result
     min_confidence: float = 0.5  # results below this are not reported
-    # confidence = logistic(slope * (chance score - midpoint)); chance score = -log10 P(chance), see score.py
-    confidence_slope: float = 1.0
-    confidence_midpoint: float = 6.0
+    # confidence = logistic(slope * (consistent query frames - midpoint)), see score.calibrated_confidence
+    confidence_slope: float = 1.2
+    confidence_midpoint: float = 8.5
+    early_exit_confidence: float = 0.99  # the plain hypothesis alone is trusted from this confidence up
     max_results: int = 3
     # speed (tempo and pitch together) and tempo (pitch kept) hypotheses tried when the plain query fails
-    speed_factors: tuple[float, ...] = (0.96, 0.98, 1.02, 1.04)
-    tempo_factors: tuple[float, ...] = (0.96, 0.98, 1.02, 1.04)
+    speed_factors: tuple[float, ...] = (0.955, 0.97, 0.985, 1.015, 1.03, 1.045)
+    tempo_factors: tuple[float, ...] = (0.955, 0.97, 0.985, 1.015, 1.03, 1.045)
 
 
 DEFAULT_MATCH_PARAMS = MatchParams()

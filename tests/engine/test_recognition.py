@@ -1,0 +1,138 @@
+"""End to end through the engine: real music clips (tests/data) stored in an EmbeddedShard, then
+clean, noisy, MP3-re-encoded, speed- and tempo-changed excerpts recognised with track and offset."""
+
+import io
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from tunescout.engine import errors
+from tunescout.engine.decode import decode_all
+from tunescout.engine.fingerprint import extract_peaks, fingerprint_audio
+from tunescout.engine.match import TrackMatch, match_peaks, shard_track_sizes
+from tunescout.engine.params import DEFAULT_PARAMS, FINGERPRINT_VERSION
+from tunescout.engine.peaks import Role
+from tunescout.store import EmbeddedShard, TrackMeta
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+STORED = ["battle-epic", "breaking_the_chains", "elvish-theme"]
+UNSTORED = "knolls"
+SR = DEFAULT_PARAMS.sample_rate_hz
+
+
+@pytest.fixture(scope="module")
+def shard(tmp_path_factory):
+    store = EmbeddedShard(tmp_path_factory.mktemp("shard"), fingerprint_version=FINGERPRINT_VERSION)
+    for name in STORED:
+        fp = fingerprint_audio(DATA / f"{name}.opus", role=Role.REFERENCE)
+        meta = TrackMeta(file_sha1=fp.file_sha1, title=name, duration_s=fp.duration_s)
+        outcome = store.ingest(meta, fp.fingerprint.hashes, fp.fingerprint.offsets)
+        assert not outcome.already_present
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def pcm():
+    return {name: decode_all(DATA / f"{name}.opus", sample_rate_hz=SR)[0] for name in [*STORED, UNSTORED]}
+
+
+def recognise(shard, clip: np.ndarray) -> list[TrackMatch]:
+    peaks = extract_peaks([clip.astype(np.float32)], DEFAULT_PARAMS, Role.QUERY)
+    return match_peaks(peaks, shard.lookup, shard_track_sizes(shard))
+
+
+def title_of(shard, match: TrackMatch) -> str:
+    return shard.get_tracks([match.track_id])[match.track_id].title
+
+
+def excerpt(pcm, name: str, start_s: float, seconds: float) -> np.ndarray:
+    return pcm[name][int(start_s * SR) : int((start_s + seconds) * SR)]
+
+
+def assert_found(shard, results, name: str, start_s: float) -> None:
+    assert results, f"{name} not recognised"
+    best = results[0]
+    assert title_of(shard, best) == name
+    assert abs(best.offset_s - start_s) <= 0.1, (best.offset_s, start_s)
+    assert 0.5 <= best.confidence <= 1.0
+    assert 0 < best.query_hash_share <= 1 and 0 < best.track_hash_share <= 1
+
+
+@pytest.mark.parametrize("name", STORED)
+@pytest.mark.parametrize("seconds", [10.0, 5.0, 3.0])
+def test_clean_excerpts(shard, pcm, name, seconds):
+    start = 11.3
+    assert_found(shard, recognise(shard, excerpt(pcm, name, start, seconds)), name, start)
+
+
+@pytest.mark.parametrize("snr_db", [10, 5])
+def test_noisy_excerpt(shard, pcm, snr_db):
+    clip = excerpt(pcm, "breaking_the_chains", 7.5, 10.0)
+    noise = np.random.default_rng(snr_db).standard_normal(clip.size)
+    noise *= np.sqrt(np.mean(clip**2) / np.mean(noise**2) / 10 ** (snr_db / 10))
+    assert_found(shard, recognise(shard, clip + noise), "breaking_the_chains", 7.5)
+
+
+def test_mp3_reencoded_excerpt(shard, pcm):
+    clip = excerpt(pcm, "elvish-theme", 4.0, 10.0)
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp3") as out:
+        stream = out.add_stream("libmp3lame", rate=SR, layout="mono")
+        stream.bit_rate = 32_000
+        frame = av.AudioFrame.from_ndarray(clip[None, :].astype(np.float32), format="flt", layout="mono")
+        frame.sample_rate = SR
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    reencoded, _ = decode_all(buf.getvalue(), sample_rate_hz=SR)
+    assert_found(shard, recognise(shard, reencoded), "elvish-theme", 4.0)
+
+
+@pytest.mark.parametrize("speed", [0.95, 0.97, 1.04, 1.05])
+def test_speed_changed_excerpt(shard, pcm, speed):
+    """Played `speed` times faster, pitch included: offsets come back in the track's own time."""
+    start = 6.0
+    source = excerpt(pcm, "battle-epic", start, 10.0 * speed + 0.1)
+    positions = np.arange(0, 10.0 * SR) * speed
+    clip = np.interp(positions, np.arange(source.size), source)
+    results = recognise(shard, clip)
+    assert_found(shard, results, "battle-epic", start)
+    assert abs(results[0].speed - speed) < 0.02
+
+
+def test_unstored_track_gives_no_result(shard, pcm):
+    for start in (0.0, 10.0, 19.0):
+        assert recognise(shard, excerpt(pcm, UNSTORED, start, 10.0)) == []
+
+
+def test_noise_and_silence_give_no_result(shard):
+    rng = np.random.default_rng(0)
+    assert recognise(shard, 0.1 * rng.standard_normal(10 * SR)) == []
+    assert recognise(shard, np.zeros(10 * SR)) == []
+
+
+def test_ingest_is_idempotent_by_sha1(shard):
+    fp = fingerprint_audio(DATA / "battle-epic.opus", role=Role.REFERENCE)
+    before = shard.stats()
+    outcome = shard.ingest(
+        TrackMeta(file_sha1=fp.file_sha1, title="again"), fp.fingerprint.hashes, fp.fingerprint.offsets
+    )
+    assert outcome.already_present and outcome.track.title == "battle-epic"
+    assert shard.stats() == before
+
+
+def test_fingerprint_range_and_errors():
+    part = fingerprint_audio(DATA / "knolls.opus", role=Role.QUERY, start_s=5.0, duration_s=4.0)
+    assert part.duration_s == pytest.approx(4.0, abs=0.01)
+    with pytest.raises(errors.StartBeyondEndError):
+        fingerprint_audio(DATA / "knolls.opus", start_s=45.0)
+    with pytest.raises(errors.ClipTooShortError):
+        fingerprint_audio(DATA / "knolls.opus", duration_s=0.5)
+    with pytest.raises(errors.NotAudioError):
+        fingerprint_audio(b"this is not audio at all" * 100)
+    with pytest.raises(errors.EmptyAudioError):
+        fingerprint_audio(b"")

@@ -1,0 +1,498 @@
+"""EmbeddedShard against a brute-force search of what was ingested, through compactions, deletes,
+crashes, reopening and concurrent use."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tunescout.engine.errors import StoreError, StoreFormatError
+from tunescout.store import EmbeddedShard, FingerprintShard, Postings, TrackMeta
+from tunescout.store import embedded as embedded_module
+
+FV = 3
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+Fingerprints = tuple[np.ndarray, np.ndarray]  # (hashes uint32, offsets int)
+
+
+def make_fingerprints(
+    rng: np.random.Generator, n: int, hash_space: int = 1 << 12, max_offset: int = 3000
+) -> Fingerprints:
+    """n fingerprints with repeats (a small hash space) and some exact duplicates, unsorted."""
+    hashes = rng.integers(0, hash_space, n).astype(np.uint32)
+    offsets = rng.integers(0, max_offset, n).astype(np.int32)
+    if n > 10:
+        dup = rng.integers(0, n, n // 10)
+        hashes = np.concatenate([hashes, hashes[dup]])
+        offsets = np.concatenate([offsets, offsets[dup]])
+    return hashes, offsets
+
+
+def sha1_of(i: int) -> str:
+    return f"{i:040x}"
+
+
+def brute_force(stored: dict[int, Fingerprints], queries: np.ndarray, cap: int) -> set[tuple[int, int, int]]:
+    """(hash index, track id, offset) of every stored fingerprint matching a query, minus capped hashes."""
+    position = {int(h): i for i, h in enumerate(queries)}
+    per_hash: dict[int, set[tuple[int, int]]] = defaultdict(set)
+    for track_id, (hashes, offsets) in stored.items():
+        for h, o in zip(hashes.tolist(), offsets.tolist(), strict=True):
+            if h in position:
+                per_hash[position[h]].add((track_id, o))
+    return {(qi, t, o) for qi, rows in per_hash.items() if not (cap and len(rows) > cap) for t, o in rows}
+
+
+def as_set(postings: Postings) -> set[tuple[int, int, int]]:
+    assert postings.hash_index.dtype == np.int32
+    assert postings.track_id.dtype == np.int64
+    assert postings.offset.dtype == np.int32
+    assert (np.diff(postings.hash_index) >= 0).all(), "postings are grouped by ascending hash index"
+    rows = set(
+        zip(postings.hash_index.tolist(), postings.track_id.tolist(), postings.offset.tolist(), strict=True)
+    )
+    assert len(rows) == len(postings), "no posting is returned twice"
+    return rows
+
+
+def queries_for(rng: np.random.Generator, stored: dict[int, Fingerprints]) -> np.ndarray:
+    known = np.concatenate([h for h, _ in stored.values()]) if stored else np.empty(0, np.uint32)
+    picked = rng.choice(known, min(400, known.shape[0])) if known.shape[0] else known
+    unknown = rng.integers(0, 1 << 32, 200, dtype=np.uint64).astype(np.uint32)
+    return np.unique(np.concatenate([picked, unknown]).astype(np.uint32))
+
+
+def assert_matches(shard: EmbeddedShard, stored: dict[int, Fingerprints], rng: np.random.Generator) -> None:
+    queries = queries_for(rng, stored)
+    for cap in (0, 3, 20):
+        assert as_set(shard.lookup(queries, max_postings_per_hash=cap)) == brute_force(
+            stored, queries, cap
+        ), cap
+
+
+def open_shard(path: Path, **kwargs: int) -> EmbeddedShard:
+    return EmbeddedShard(path, fingerprint_version=FV, **kwargs)
+
+
+def segment_files(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir() if p.name.startswith("seg-"))
+
+
+def run_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+# -- correctness ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tunables",
+    [
+        {"level0_max_tracks": 4, "tier_fanout": 2},  # many files, several tiers
+        {"level0_max_tracks": 10, "level0_run_tracks": 3, "tier_fanout": 2},  # in-memory level-0 runs too
+    ],
+)
+def test_lookup_matches_brute_force_through_compactions_deletes_and_reopen(
+    tmp_path: Path, tunables: dict[str, int]
+) -> None:
+    rng = np.random.default_rng(0)
+    stored: dict[int, Fingerprints] = {}
+    shard = open_shard(tmp_path / "s", **tunables)
+    saw_run = False
+    assert isinstance(shard, FingerprintShard)
+    for i in range(40):
+        hashes, offsets = make_fingerprints(rng, int(rng.integers(0, 2500)))
+        outcome = shard.ingest(TrackMeta(sha1_of(i), f"track {i}"), hashes, offsets)
+        assert not outcome.already_present
+        stored[outcome.track.track_id] = (hashes, offsets)
+        assert outcome.track.n_hashes == len(set(zip(hashes.tolist(), offsets.tolist(), strict=True)))
+        summary = shard.segment_summary()
+        saw_run |= summary.level0_tracks > summary.level0_segments
+        if i % 9 == 0:
+            assert_matches(shard, stored, rng)
+    assert saw_run == ("level0_run_tracks" in tunables)
+    summary = shard.segment_summary()
+    assert summary.file_rows, "40 tracks with level0_max_tracks=4 must have produced segment files"
+    assert_matches(shard, stored, rng)
+
+    for track_id in rng.choice(sorted(stored), 6, replace=False).tolist():
+        assert shard.delete_track(track_id)
+        del stored[track_id]
+        assert_matches(shard, stored, rng)  # hidden at once, caps count live postings only
+    for i in range(40, 46):  # ingest after deletes: merges now drop dead postings
+        hashes, offsets = make_fingerprints(rng, 1500)
+        stored[shard.ingest(TrackMeta(sha1_of(i), "late"), hashes, offsets).track.track_id] = (
+            hashes,
+            offsets,
+        )
+    assert_matches(shard, stored, rng)
+
+    shard.compact(full=True)
+    summary = shard.segment_summary()
+    assert len(summary.file_rows) == 1 and summary.level0_segments == 0
+    assert sum(summary.file_rows) == shard.stats().n_hashes, "deleted postings are physically gone"
+    assert_matches(shard, stored, rng)
+    shard.close()
+    with sqlite3.connect(tmp_path / "s" / "shard.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM level0_segments").fetchone() == (0,)
+    conn.close()
+
+    with open_shard(tmp_path / "s") as reopened:
+        assert_matches(reopened, stored, rng)
+        assert reopened.stats().n_tracks == len(stored)
+
+
+def test_reopened_store_gives_same_lookups_with_level0_and_files(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    shard = open_shard(tmp_path, level0_max_tracks=5)
+    for i in range(13):  # 2 files and 3 level-0 segments
+        shard.ingest(TrackMeta(sha1_of(i), "t"), *make_fingerprints(rng, 800))
+    shard.delete_track(4)
+    unknown = rng.integers(0, 1 << 32, 200, dtype=np.uint64).astype(np.uint32)
+    queries = np.unique(np.concatenate([unknown, np.arange(1 << 12, dtype=np.uint32)]))  # every stored hash
+    before = [as_set(shard.lookup(queries, cap)) for cap in (0, 4)]
+    stats_before = shard.stats()
+    shard.close()
+    with open_shard(tmp_path, level0_run_tracks=2) as reopened:  # rebuilds level 0 as one in-memory run
+        assert reopened.segment_summary().level0_segments == 1
+        assert [as_set(reopened.lookup(queries, cap)) for cap in (0, 4)] == before
+        assert (reopened.stats().n_tracks, reopened.stats().n_hashes) == (
+            stats_before.n_tracks,
+            stats_before.n_hashes,
+        )
+
+
+def test_cap_counts_live_postings_only(tmp_path: Path) -> None:
+    with open_shard(tmp_path) as shard:
+        ids = [
+            shard.ingest(
+                TrackMeta(sha1_of(i), "t"), np.array([42, 7], np.uint32), np.array([i, 5])
+            ).track.track_id
+            for i in range(3)
+        ]
+        queries = np.array([7, 42], np.uint32)
+        assert len(shard.lookup(queries, max_postings_per_hash=2)) == 0  # 3 postings each: dropped
+        assert len(shard.lookup(queries, max_postings_per_hash=3)) == 6
+        shard.delete_track(ids[0])
+        assert as_set(shard.lookup(queries, max_postings_per_hash=2)) == {
+            (0, ids[1], 5),
+            (0, ids[2], 5),
+            (1, ids[1], 1),
+            (1, ids[2], 2),
+        }
+
+
+def test_metadata_round_trip_and_get_tracks(tmp_path: Path) -> None:
+    meta = TrackMeta(sha1_of(1), "Ça plane pour moi", "Plastic Bertrand", "AN1", 1977, 183.5)
+    with open_shard(tmp_path) as shard:
+        record = shard.ingest(meta, np.array([1, 2, 2], np.uint32), np.array([0, 9, 9])).track
+        assert (record.title, record.artist, record.album, record.year, record.duration_s) == (
+            "Ça plane pour moi",
+            "Plastic Bertrand",
+            "AN1",
+            1977,
+            183.5,
+        )
+        assert record.n_hashes == 2
+        empty = shard.ingest(
+            TrackMeta(sha1_of(2), "silence"), np.empty(0, np.uint32), np.empty(0, np.int32)
+        ).track
+        assert empty.n_hashes == 0 and empty.year is None
+        assert shard.find_by_sha1(sha1_of(1)) == record
+        assert shard.get_tracks([record.track_id, empty.track_id, 999, record.track_id]) == {
+            record.track_id: record,
+            empty.track_id: empty,
+        }
+        assert shard.get_tracks([]) == {}
+        stats = shard.stats()
+        assert (stats.n_tracks, stats.n_hashes) == (2, 2) and stats.bytes_on_disk > 0
+    with open_shard(tmp_path) as shard:
+        assert shard.find_by_sha1(sha1_of(1)) == record
+        assert shard.find_by_sha1("f" * 40) is None
+
+
+# -- idempotency and deletes ---------------------------------------------------------------------------
+
+
+def test_second_ingest_of_same_file_writes_nothing(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    with open_shard(tmp_path) as shard:
+        first = shard.ingest(TrackMeta(sha1_of(1), "a"), *make_fingerprints(rng, 100))
+        stats = shard.stats()
+        again = shard.ingest(TrackMeta(sha1_of(1), "other title"), *make_fingerprints(rng, 300))
+        assert again.already_present and again.track == first.track
+        assert shard.stats() == stats
+
+
+def test_concurrent_ingest_of_one_file_stores_it_once(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    fingerprints = make_fingerprints(rng, 2000)
+    outcomes = []
+    barrier = threading.Barrier(8)
+    with open_shard(tmp_path) as shard:
+
+        def ingest() -> None:
+            barrier.wait()
+            outcomes.append(shard.ingest(TrackMeta(sha1_of(9), "same"), *fingerprints))
+
+        threads = [threading.Thread(target=ingest) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(o.already_present for o in outcomes) == [False] + [True] * 7
+        assert len({o.track.track_id for o in outcomes}) == 1
+        assert shard.stats().n_tracks == 1
+
+
+def test_delete_hides_at_once_and_full_compaction_removes(tmp_path: Path) -> None:
+    with open_shard(tmp_path, level0_max_tracks=2) as shard:
+        ids = [
+            shard.ingest(
+                TrackMeta(sha1_of(i), "t"), np.array([5, 6 + i], np.uint32), np.array([i, i])
+            ).track.track_id
+            for i in range(3)
+        ]
+        assert shard.delete_track(ids[1])
+        assert not shard.delete_track(ids[1])
+        assert not shard.delete_track(12345)
+        assert {t for _, t, _ in as_set(shard.lookup(np.array([5, 7], np.uint32)))} == {ids[0], ids[2]}
+        assert shard.find_by_sha1(sha1_of(1)) is None
+        assert shard.get_tracks(ids).keys() == {ids[0], ids[2]}
+        assert shard.stats().n_tracks == 2
+        total_rows = sum(shard.segment_summary().file_rows) + shard.segment_summary().level0_rows
+        assert total_rows == 6, "postings stay on disk until a merge"
+
+        shard.compact(full=True)
+        assert sum(shard.segment_summary().file_rows) == 4
+        assert shard.stats().n_hashes == 4
+        again = shard.ingest(TrackMeta(sha1_of(1), "back"), np.array([5], np.uint32), np.array([0]))
+        assert not again.already_present and again.track.track_id not in ids
+        assert len(shard.lookup(np.array([5], np.uint32))) == 3
+
+
+# -- crash safety --------------------------------------------------------------------------------------
+
+
+def test_failed_ingest_leaves_no_trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object) -> int:
+        raise OSError("disk pulled")
+
+    with open_shard(tmp_path) as shard:
+        monkeypatch.setattr(embedded_module, "_insert_level0", fail)
+        with pytest.raises(OSError, match="disk pulled"):
+            shard.ingest(TrackMeta(sha1_of(1), "t"), np.array([1], np.uint32), np.array([3]))
+        assert shard.find_by_sha1(sha1_of(1)) is None
+        assert shard.stats().n_tracks == 0
+        monkeypatch.undo()
+        shard.ingest(TrackMeta(sha1_of(1), "t"), np.array([1], np.uint32), np.array([3]))
+        assert as_set(shard.lookup(np.array([1], np.uint32))) == {
+            (0, shard.find_by_sha1(sha1_of(1)).track_id, 3)
+        }
+
+
+def test_failed_manifest_swap_keeps_the_old_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    rng = np.random.default_rng(4)
+    stored: dict[int, Fingerprints] = {}
+    shard = open_shard(tmp_path, level0_max_tracks=3)
+    for i in range(2):
+        fingerprints = make_fingerprints(rng, 500)
+        stored[shard.ingest(TrackMeta(sha1_of(i), "t"), *fingerprints).track.track_id] = fingerprints
+
+    def crash_after_fsync(self: EmbeddedShard, prepared: object, new_file: object) -> None:
+        raise OSError("power cut before the manifest commit")
+
+    monkeypatch.setattr(EmbeddedShard, "_swap_manifest", crash_after_fsync)
+    fingerprints = make_fingerprints(rng, 500)
+    with caplog.at_level(logging.ERROR, logger="tunescout.store.embedded"):  # the 3rd ingest triggers a merge
+        stored[shard.ingest(TrackMeta(sha1_of(2), "t"), *fingerprints).track.track_id] = fingerprints
+    assert "merge failed" in caplog.text
+    assert shard.segment_summary().level0_segments == 3 and segment_files(tmp_path) == []
+    assert_matches(shard, stored, rng)
+    with pytest.raises(OSError, match="power cut"):
+        shard.compact()
+    monkeypatch.undo()
+    shard.compact()
+    assert shard.segment_summary().level0_segments == 0 and len(segment_files(tmp_path)) == 1
+    assert_matches(shard, stored, rng)
+    shard.close()
+
+
+_CRASHING_CHILD = """
+import os, sys
+import numpy as np
+from tunescout.store import EmbeddedShard, TrackMeta
+path, tracks, mode = sys.argv[1], np.load(sys.argv[2]), sys.argv[3]
+shard = EmbeddedShard(path, fingerprint_version=3, level0_max_tracks=2, tier_fanout=2)
+swap = EmbeddedShard._swap_manifest
+def crash(self, prepared, new_file):
+    if mode == "before-swap" or not prepared.files:
+        if mode == "before-swap":
+            os._exit(17)  # the merged file is written, fsynced and renamed; the manifest does not know it
+        return swap(self, prepared, new_file)
+    swap(self, prepared, new_file)
+    os._exit(18)  # manifest swapped; the merged inputs are still on disk
+EmbeddedShard._swap_manifest = crash
+n = len([k for k in tracks.files if k.startswith("h")])
+for i in range(n):
+    shard.ingest(TrackMeta(f"{i:040x}", "t"), tracks[f"h{i}"], tracks[f"o{i}"])
+os._exit(0)
+"""
+
+
+@pytest.mark.parametrize(("mode", "exit_code", "n_tracks"), [("before-swap", 17, 2), ("after-swap", 18, 4)])
+def test_crash_during_compaction_recovers_on_open(
+    tmp_path: Path, mode: str, exit_code: int, n_tracks: int
+) -> None:
+    rng = np.random.default_rng(5)
+    arrays = {}
+    for i in range(n_tracks):
+        hashes = rng.permutation(1 << 12)[:500].astype(np.uint32)  # 500 distinct postings: equal tiers
+        arrays[f"h{i}"], arrays[f"o{i}"] = hashes, rng.integers(0, 3000, 500)
+    tracks_file = tmp_path / "tracks.npz"
+    np.savez(tracks_file, **arrays)
+    shard_path = tmp_path / "shard"
+    child = run_python(_CRASHING_CHILD, str(shard_path), str(tracks_file), mode)
+    assert child.returncode == exit_code, child.stderr
+    left_behind = segment_files(shard_path)
+    assert len(left_behind) == (1 if mode == "before-swap" else 3), left_behind
+
+    with open_shard(shard_path) as shard:
+        files_after = segment_files(shard_path)
+        if mode == "before-swap":
+            assert files_after == [], "the orphan file is removed"
+            assert shard.segment_summary().level0_segments == 2, "level 0 still holds the tracks"
+        else:
+            assert files_after == [left_behind[-1]], "the merged inputs are removed, the merged file kept"
+            assert shard.segment_summary().file_rows == (2000,)
+        stored = {i + 1: (arrays[f"h{i}"], arrays[f"o{i}"]) for i in range(n_tracks)}
+        assert shard.stats().n_tracks == n_tracks
+        assert_matches(shard, stored, rng)
+
+
+# -- refusals ------------------------------------------------------------------------------------------
+
+
+def test_fingerprint_version_mismatch_is_refused(tmp_path: Path) -> None:
+    open_shard(tmp_path).close()
+    with pytest.raises(StoreFormatError, match=r"fingerprints of version 3; this engine computes version 4"):
+        EmbeddedShard(tmp_path, fingerprint_version=4)
+    open_shard(tmp_path).close()  # the refused open released the directory lock
+
+
+def test_unknown_store_format_is_refused(tmp_path: Path) -> None:
+    open_shard(tmp_path).close()
+    with sqlite3.connect(tmp_path / "shard.sqlite") as conn:
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'format_version'")
+    conn.close()
+    with pytest.raises(StoreFormatError, match=r"store format version 2; this tunescout supports version 1"):
+        open_shard(tmp_path)
+
+
+def test_second_process_is_refused(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from tunescout.engine.errors import StoreError\n"
+        "from tunescout.store import EmbeddedShard\n"
+        "try:\n"
+        "    EmbeddedShard(sys.argv[1], fingerprint_version=3)\n"
+        "except StoreError as exc:\n"
+        "    print(exc)\n"
+        "    sys.exit(3)\n"
+    )
+    with open_shard(tmp_path):
+        child = run_python(code, str(tmp_path))
+        assert child.returncode == 3, child.stderr
+        assert f"already open (lock held by process {os.getpid()})" in child.stdout
+        with pytest.raises(StoreError, match="already open"):
+            open_shard(tmp_path)  # a second object in the same process too
+    assert run_python(code, str(tmp_path)).returncode == 0  # free again once closed
+
+
+def test_full_frame_space_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embedded_module, "FRAME_SPACE", 10_000)
+    with open_shard(tmp_path) as shard:
+        shard.ingest(TrackMeta(sha1_of(1), "t"), np.array([1], np.uint32), np.array([6000]))
+        with pytest.raises(StoreError, match=r"is full.*Add a shard"):
+            shard.ingest(TrackMeta(sha1_of(2), "t"), np.array([1], np.uint32), np.array([6000]))
+        assert shard.stats().n_tracks == 1
+
+
+def test_malformed_input_is_refused(tmp_path: Path) -> None:
+    with open_shard(tmp_path) as shard:
+        meta = TrackMeta(sha1_of(1), "t")
+        with pytest.raises(ValueError, match="parallel"):
+            shard.ingest(meta, np.array([1, 2], np.uint32), np.array([1]))
+        with pytest.raises(ValueError, match="offsets must lie"):
+            shard.ingest(meta, np.array([1], np.uint32), np.array([-1]))
+        with pytest.raises(ValueError, match="uint32"):
+            shard.ingest(meta, np.array([1 << 33]), np.array([1]))
+        with pytest.raises(ValueError, match="file_sha1"):
+            shard.ingest(TrackMeta("", "t"), np.array([1], np.uint32), np.array([1]))
+        with pytest.raises(ValueError, match="sorted ascending and unique"):
+            shard.lookup(np.array([5, 3], np.uint32))
+        with pytest.raises(ValueError, match="max_postings_per_hash"):
+            shard.lookup(np.array([5], np.uint32), -1)
+        assert len(shard.lookup(np.empty(0, np.uint32))) == 0
+    with pytest.raises(StoreError, match="closed"):
+        shard.lookup(np.array([5], np.uint32))
+
+
+# -- concurrency ---------------------------------------------------------------------------------------
+
+
+def test_readers_see_whole_tracks_during_ingest_and_compaction(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    n_tracks = 60
+    tracks = [make_fingerprints(rng, 400, hash_space=1 << 10) for _ in range(n_tracks)]
+    queries = np.arange(0, 1 << 10, 3, dtype=np.uint32)
+    expected = [brute_force({i + 1: tracks[i]}, queries, 0) for i in range(n_tracks)]  # ids are 1..n
+    up_to = [set().union(*expected[:k]) for k in range(n_tracks + 1)]  # postings of tracks 1..k
+    errors: list[str] = []
+    done = threading.Event()
+
+    with open_shard(tmp_path, level0_max_tracks=7, level0_run_tracks=2, tier_fanout=2) as shard:
+
+        def read() -> None:
+            while not done.is_set():
+                seen = as_set(shard.lookup(queries))
+                newest = max((t for _, t, _ in seen), default=0)
+                if seen != up_to[newest]:
+                    errors.append(f"snapshot up to track {newest} is not whole")
+
+        readers = [threading.Thread(target=read) for _ in range(2)]
+        for reader in readers:
+            reader.start()
+        try:
+            ids = [
+                shard.ingest(TrackMeta(sha1_of(i), "t"), *tracks[i]).track.track_id for i in range(n_tracks)
+            ]
+        finally:
+            done.set()
+            for reader in readers:
+                reader.join()
+        assert ids == list(range(1, n_tracks + 1))
+        assert not errors, errors[:3]
+        assert as_set(shard.lookup(queries)) == up_to[n_tracks]
+
+
+def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "shard.sqlite").write_bytes(b"not a database, just text" * 100)
+    with pytest.raises(StoreError, match="cannot open shard"):
+        open_shard(tmp_path)
+    (tmp_path / "shard.sqlite").unlink()
+    open_shard(tmp_path).close()  # the lock was released
