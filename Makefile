@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv up test lint bench clean
+.PHONY: venv up test lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,3 +24,7 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+up: venv
+	@echo "tunescout up: the gRPC services and REST gateway are not built yet (issue 7); see README 'Status'." >&2
+	@exit 1

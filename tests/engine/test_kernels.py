@@ -128,3 +128,24 @@ def test_kernel_hashes_agree_with_pack():
     # the second triplet's cell delta (2 - 30 = -28) exceeds df_max=25: dropped
     np.testing.assert_array_equal(h, hashes.pack([10], [20], [-8], [5], [9]))
     np.testing.assert_array_equal(off, [0])
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("tol", [0, 1, 3])
+def test_best_window_per_track_matches_reference(seed, tol):
+    rng = np.random.default_rng(seed)
+    track = rng.integers(0, 12, 3000).astype(np.int64)
+    delta = rng.integers(-40, 40, 3000).astype(np.int64)
+    keys = np.sort((track << 32) + (delta + (1 << 31)))
+    got = kernels.best_window_per_track(keys, tol)
+    want = kernels.best_window_per_track_reference(keys, tol)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_best_window_finds_the_consistent_offset():
+    delta = np.array([5, 5, 6, 4, 5, 100, 101, -30], np.int64)
+    keys = np.sort((np.int64(7) << 32) + (delta + (1 << 31)))
+    tracks, best, first, last, total = kernels.best_window_per_track(keys, 1)
+    assert list(tracks) == [7] and list(best) == [5] and list(total) == [8]
+    assert (first[0] & 0xFFFFFFFF) - (1 << 31) == 4 and (last[0] & 0xFFFFFFFF) - (1 << 31) == 6

@@ -13,8 +13,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from tunescout.engine import decode, hashes, kernels
-from tunescout.engine.pairs import pair_peaks
+from tunescout.engine import arrays, decode, hashes, kernels
+from tunescout.engine.pairs import Triplets, triplets
 from tunescout.engine.params import DEFAULT_PARAMS, FingerprintParams
 from tunescout.engine.peaks import PeakPicker, Peaks, Role
 from tunescout.engine.spectrogram import SpectrogramStream
@@ -53,20 +53,27 @@ def extract_peaks(pcm_chunks: Iterable[np.ndarray], params: FingerprintParams, r
 
 
 def hashes_from_peaks(
-    peaks: Peaks, params: FingerprintParams, role: Role, *, speed: float = 1.0, tempo: float = 1.0
+    peaks: Peaks,
+    params: FingerprintParams,
+    role: Role,
+    *,
+    speed: float = 1.0,
+    tempo: float = 1.0,
+    landmarks: Triplets | None = None,
 ) -> Fingerprint:
-    """Hash the peaks' pairs. Hypotheses (queries only): `speed` = the clip plays this much faster than the
-    track, pitch included (a tape or DJ deck); `tempo` = faster with the pitch kept. Offsets come out in
-    the track's time."""
+    """Hash the peaks' triplets. Hypotheses (queries only): `speed` = the clip plays this much faster than
+    the track, pitch included (a tape or DJ deck); `tempo` = faster with the pitch kept. Offsets come out in
+    the track's time. `landmarks` (from `query_landmarks`) saves forming them again for each hypothesis."""
     hashes.check_layout(params)
+    if landmarks is None:
+        landmarks = triplets(peaks, hashes.freq_to_cell(peaks.freq_hz, params), params, role)
     cells = hashes.freq_to_cell(peaks.freq_hz / speed, params)
-    anchors, first, second = kernels.triplets_from_pairs(*pair_peaks(peaks, cells, params, role))
     h, off = kernels.hash_triplets(
         peaks.t,
         cells,
-        anchors,
-        first,
-        second,
+        landmarks.anchor,
+        landmarks.first,
+        landmarks.second,
         float(speed * tempo),
         params.pair_dt_min,
         params.pair_dt_max,
@@ -75,10 +82,15 @@ def hashes_from_peaks(
     )
     if role is Role.REFERENCE:
         # the same landmark twice adds nothing to a track's evidence
-        key = np.unique((h.astype(np.uint64) << np.uint64(32)) | off.astype(np.uint32).astype(np.uint64))
+        key = arrays.unique((h.astype(np.uint64) << np.uint64(32)) | off.astype(np.uint32).astype(np.uint64))
         h = (key >> np.uint64(32)).astype(np.uint32)
         off = (key & np.uint64(0xFFFFFFFF)).astype(np.int32)
     return Fingerprint(hashes=h, offsets=off)
+
+
+def query_landmarks(peaks: Peaks, params: FingerprintParams) -> Triplets:
+    """A query's triplets, formed once for all its speed/tempo hypotheses."""
+    return triplets(peaks, hashes.freq_to_cell(peaks.freq_hz, params), params, Role.QUERY)
 
 
 def fingerprint_pcm(

@@ -336,3 +336,74 @@ def hash_triplets_reference(
     h = (ci << f_shift) | ((d1 + bias) << s1) | ((d2 + bias) << s2) | (t1 << s3) | (t2 << s4)
     offsets = np.round(t[anchors].astype(np.float64) * time_scale)[ok].astype(np.int32)
     return h[ok].astype(np.uint32), offsets
+
+
+# -- scoring: the best offset window of every track ------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def best_window_per_track(
+    keys: np.ndarray, tol: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For sorted int64 keys (track << 32 | offset difference + 2**31), per track: (track, matches in its best
+    window of +-tol offset units, that window's first and last key, all the track's matches). A window is
+    centred on a key present in the data; ties keep the lowest offset."""
+    n = keys.shape[0]
+    # distinct keys and their counts
+    uk = np.empty(n, np.int64)
+    uc = np.empty(n, np.int64)
+    m = 0
+    for i in range(n):
+        if m > 0 and keys[i] == uk[m - 1]:
+            uc[m - 1] += 1
+        else:
+            uk[m] = keys[i]
+            uc[m] = 1
+            m += 1
+    tracks = np.empty(m, np.int64)
+    best = np.empty(m, np.int64)
+    first = np.empty(m, np.int64)
+    last = np.empty(m, np.int64)
+    total = np.empty(m, np.int64)
+    t = 0
+    lo = 0
+    hi = 0
+    window = 0
+    for i in range(m):
+        track = uk[i] >> 32
+        if t == 0 or tracks[t - 1] != track:
+            tracks[t] = track
+            best[t] = -1
+            total[t] = 0
+            t += 1
+        total[t - 1] += uc[i]
+        while hi < m and uk[hi] <= uk[i] + tol and (uk[hi] >> 32) == track:
+            window += uc[hi]
+            hi += 1
+        while uk[lo] < uk[i] - tol or (uk[lo] >> 32) != track:
+            window -= uc[lo]
+            lo += 1
+        if window > best[t - 1]:
+            best[t - 1] = window
+            first[t - 1] = uk[lo]
+            last[t - 1] = uk[hi - 1]
+    return tracks[:t], best[:t], first[:t], last[:t], total[:t]
+
+
+def best_window_per_track_reference(
+    keys: np.ndarray, tol: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """NumPy reference of `best_window_per_track`: windowed sums by binary search over the distinct keys."""
+    uniq, counts = np.unique(keys, return_counts=True)
+    bin_track = uniq >> 32
+    lo = np.maximum(np.searchsorted(uniq, uniq - tol, side="left"), np.searchsorted(bin_track, bin_track))
+    hi = np.minimum(
+        np.searchsorted(uniq, uniq + tol, side="right"), np.searchsorted(bin_track, bin_track, side="right")
+    )
+    csum = np.concatenate(([0], np.cumsum(counts)))
+    window = csum[hi] - csum[lo]
+    tracks, track_first = np.unique(bin_track, return_index=True)
+    total = np.add.reduceat(counts, track_first)
+    order = np.lexsort((-window, bin_track))  # per track: largest window, then lowest offset
+    pick = order[np.searchsorted(bin_track[order], tracks)]
+    return tracks, window[pick], uniq[lo[pick]], uniq[hi[pick] - 1], total

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tunescout.engine.fingerprint import Fingerprint, hashes_from_peaks
+from tunescout.engine import arrays
+from tunescout.engine.fingerprint import Fingerprint, hashes_from_peaks, query_landmarks
 from tunescout.engine.params import DEFAULT_MATCH_PARAMS, DEFAULT_PARAMS, FingerprintParams, MatchParams
 from tunescout.engine.peaks import Peaks, Role
 from tunescout.engine.score import Candidate, Lookup, calibrated_confidence, rank_offsets
@@ -80,8 +81,9 @@ def match_peaks(
     match_params: MatchParams = DEFAULT_MATCH_PARAMS,
 ) -> list[TrackMatch]:
     """Up to `max_results` tracks, most confident first, each at least `min_confidence`; [] if none is."""
-    plain = hashes_from_peaks(peaks, params, Role.QUERY)
-    unique = np.unique(plain.hashes)
+    landmarks = query_landmarks(peaks, params)
+    plain = hashes_from_peaks(peaks, params, Role.QUERY, landmarks=landmarks)
+    unique = arrays.unique(plain.hashes)
     postings = lookup(unique, match_params.max_postings_per_hash)
     runs = [(plain, unique, postings, 1.0, 1.0)]
     results = _score(runs, peaks, track_sizes, params, match_params)
@@ -90,9 +92,11 @@ def match_peaks(
     hyp = _hypotheses(match_params)
     if not hyp:
         return results
-    prints = [hashes_from_peaks(peaks, params, Role.QUERY, speed=s, tempo=r) for s, r in hyp]
-    uniques = [np.unique(f.hashes) for f in prints]
-    union = np.unique(np.concatenate(uniques))
+    prints = [
+        hashes_from_peaks(peaks, params, Role.QUERY, speed=s, tempo=r, landmarks=landmarks) for s, r in hyp
+    ]
+    uniques = [arrays.unique(f.hashes) for f in prints]
+    union = arrays.unique(np.concatenate(uniques))
     all_postings = lookup(union, match_params.max_postings_per_hash)
     runs += [
         (f, u, _split(union, all_postings, u), s, r)

@@ -1,8 +1,13 @@
-"""Stage 4: peaks -> anchor/target pairs (the landmarks that get hashed)."""
+"""Stage 4: peaks -> landmarks: each anchor with the strongest peaks of its target zone, and every two of
+those targets with the anchor make a triplet (what `hashes.py` packs).
+
+A query's landmarks are formed once, from its unscaled peaks, with a zone widened enough to hold every
+speed/tempo hypothesis; each hypothesis only re-hashes them (the kernel re-checks the exact zone)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -10,20 +15,36 @@ from tunescout.engine import kernels
 from tunescout.engine.params import FingerprintParams
 from tunescout.engine.peaks import Peaks, Role
 
-# A query may be hashed under time scales up to this far from 1 (speed/tempo hypotheses): its target zone
-# is widened by it so that the pairs a stored track made are still formed.
-MAX_TIME_SCALE_DEVIATION = 0.06
+# A query may be hashed under time and frequency scales up to this far from 1 (speed/tempo hypotheses):
+# its target zone is widened by it so that the triplets a stored track made are still formed.
+MAX_SCALE_DEVIATION = 0.06
+
+
+@dataclass(frozen=True)
+class Triplets:
+    """Indices into the peaks: (anchor, first target, second target), the first earlier."""
+
+    anchor: np.ndarray  # int32
+    first: np.ndarray  # int32
+    second: np.ndarray  # int32
+
+
+def triplets(peaks: Peaks, cells: np.ndarray, params: FingerprintParams, role: Role) -> Triplets:
+    """Every anchor with each two of its strongest targets."""
+    return Triplets(*kernels.triplets_from_pairs(*pair_peaks(peaks, cells, params, role)))
 
 
 def pair_peaks(
     peaks: Peaks, cells: np.ndarray, params: FingerprintParams, role: Role
 ) -> tuple[np.ndarray, np.ndarray]:
     """(anchor, target) indices into `peaks`: each anchor with the strongest fan-out peaks of its zone."""
+    df_max = params.pair_df_max_cells
     if role is Role.REFERENCE:
         dt_min, dt_max, fan_out = params.pair_dt_min, params.pair_dt_max, params.fan_out
     else:
-        dt_min = math.floor(params.pair_dt_min / (1 + MAX_TIME_SCALE_DEVIATION))
-        dt_max = math.ceil(params.pair_dt_max * (1 + MAX_TIME_SCALE_DEVIATION))
+        dt_min = math.floor(params.pair_dt_min / (1 + MAX_SCALE_DEVIATION))
+        dt_max = math.ceil(params.pair_dt_max * (1 + MAX_SCALE_DEVIATION))
+        df_max += math.ceil(df_max * MAX_SCALE_DEVIATION)
         fan_out = params.query_fan_out
     # peaks outside the band (cell -1) never pair; the kernel's zone test needs them gone
     inband = np.flatnonzero(cells >= 0).astype(np.int32)
@@ -33,7 +54,7 @@ def pair_peaks(
         peaks.magnitude[inband],
         dt_min,
         dt_max,
-        params.pair_df_max_cells,
+        df_max,
         fan_out,
     )
     return inband[a], inband[b]

@@ -63,7 +63,7 @@ class MatchParams:
     min_confidence: float = 0.5  # results below this are not reported
     # confidence = logistic(slope * (consistent query frames - midpoint)), see score.calibrated_confidence
     confidence_slope: float = 1.2
-    confidence_midpoint: float = 8.5
+    confidence_midpoint: float = 7.5
     early_exit_confidence: float = 0.99  # the plain hypothesis alone is trusted from this confidence up
     max_results: int = 3
     # speed (tempo and pitch together) and tempo (pitch kept) hypotheses tried when the plain query fails

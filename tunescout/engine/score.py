@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tunescout.engine import arrays, kernels
 from tunescout.engine.fingerprint import Fingerprint
 from tunescout.engine.params import MatchParams
 from tunescout.store.shard import Postings
@@ -77,35 +78,22 @@ def rank_offsets(
     # one int64 key per (track, offset difference); tracks < 2**31, |delta| < 2**31
     keys = (track << 32) + (delta + (1 << 31))
     keys.sort()
-    uniq, first = np.unique(keys, return_index=True)
-    bin_count = np.diff(np.append(first, keys.size))
-    tol = params.offset_tolerance
-    lo = np.searchsorted(uniq, uniq - tol, side="left")
-    hi = np.searchsorted(uniq, uniq + tol, side="right")
-    csum = np.concatenate(([0], np.cumsum(bin_count)))
-    window = csum[hi] - csum[lo]  # the same track is guaranteed: tol << 2**31
-    bin_track = uniq >> 32
-    # per-track totals, and the best window per track
-    track_ids, track_first = np.unique(bin_track, return_index=True)
-    track_total = np.add.reduceat(bin_count, track_first)
-    order = np.lexsort((-window, bin_track))
-    best_of_track = order[np.searchsorted(bin_track[order], track_ids)]
-    best_window = window[best_of_track]
+    track_ids, best_window, first_key, last_key, track_total = kernels.best_window_per_track(
+        keys, params.offset_tolerance
+    )
     chosen = np.argsort(-best_window, kind="stable")[:top]
     out = []
     for i in chosen:
-        b = best_of_track[i]
-        # centre the offset on the weighted mean of its window, so +-1 frame jitter does not bias it
-        sel = slice(lo[b], hi[b])
-        centre = np.average((uniq[sel] & 0xFFFFFFFF) - (1 << 31), weights=bin_count[sel])
-        d0 = int((uniq[lo[b]] & 0xFFFFFFFF) - (1 << 31))
-        d1 = int((uniq[hi[b] - 1] & 0xFFFFFFFF) - (1 << 31))
+        window = keys[np.searchsorted(keys, first_key[i]) : np.searchsorted(keys, last_key[i], side="right")]
+        deltas = (window & 0xFFFFFFFF) - (1 << 31)
+        d0, d1 = int(deltas[0]), int(deltas[-1])
         hit = (track == track_ids[i]) & (delta >= d0) & (delta <= d1)
-        frames = np.unique(query.offsets[query_row[hit]])
+        frames = arrays.unique(query.offsets[query_row[hit]])
         out.append(
             Candidate(
                 track_id=int(track_ids[i]),
-                offset_frames=round(float(centre)),
+                # the mean of the window, so +-1 frame jitter does not bias the offset
+                offset_frames=round(float(deltas.mean())),
                 matches=int(best_window[i]),
                 track_hits=int(track_total[i]),
                 query_hashes=int(query.hashes.size),

@@ -51,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tunescout.engine import arrays
 from tunescout.engine.errors import StoreError, StoreFormatError
 from tunescout.store.segments import (
     Segment,
@@ -899,7 +900,7 @@ def _sorted_postings(hashes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarra
     low, high = int(offsets.min()), int(offsets.max())
     if low < 0 or high >= MAX_TRACK_FRAMES:
         raise ValueError(f"offsets must lie in 0..{MAX_TRACK_FRAMES - 1} frames, got {low}..{high}")
-    keys = np.unique((hashes.astype(np.uint64) << np.uint64(32)) | offsets.astype(np.uint64))
+    keys = arrays.unique((hashes.astype(np.uint64) << np.uint64(32)) | offsets.astype(np.uint64))
     return (keys >> np.uint64(32)).astype(np.uint32), keys.astype(np.uint32), high + 1
 
 
