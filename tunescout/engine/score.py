@@ -56,6 +56,26 @@ def _expand(
     return postings.track_id[posting_of], delta, query_row
 
 
+def _best_offset_of_track(
+    of_track: np.ndarray, delta: np.ndarray, query_frame: np.ndarray, tol: int
+) -> tuple[int, int, int]:
+    """(offset, distinct query frames, matches) of the offset window where the most distinct query frames
+    agree, for one track's matches. Ranking windows by raw matches instead lets a sustained sound, which
+    matches many stored frames at once, pull the offset to a lookalike passage elsewhere in the track."""
+    d = delta[of_track]
+    f = query_frame[of_track].astype(np.int64)
+    bias = 1 << 30  # offsets and their differences stay far below 2**30 frames (200 days)
+    pairs = arrays.unique(((d + bias) << 32) | f)  # each (offset, query frame) once, sorted by offset
+    d_u = (pairs >> 32) - bias
+    lo = np.searchsorted(d_u, d_u - tol, side="left")
+    hi = np.searchsorted(d_u, d_u + tol, side="right")
+    best = int(np.argmax(hi - lo))
+    in_window = (d >= d_u[best] - tol) & (d <= d_u[best] + tol)
+    frames = int(arrays.unique(f[in_window]).size)
+    # the mean of the window, so +-1 frame jitter does not bias the offset
+    return round(float(d[in_window].mean())), frames, int(in_window.sum())
+
+
 def rank_offsets(
     query: Fingerprint,
     unique_hashes: np.ndarray,
@@ -78,29 +98,26 @@ def rank_offsets(
     # one int64 key per (track, offset difference); tracks < 2**31, |delta| < 2**31
     keys = (track << 32) + (delta + (1 << 31))
     keys.sort()
-    track_ids, best_window, first_key, last_key, track_total = kernels.best_window_per_track(
+    track_ids, best_window, _, _, track_total = kernels.best_window_per_track(
         keys, params.offset_tolerance
     )
     chosen = np.argsort(-best_window, kind="stable")[:top]
     out = []
     for i in chosen:
-        window = keys[np.searchsorted(keys, first_key[i]) : np.searchsorted(keys, last_key[i], side="right")]
-        deltas = (window & 0xFFFFFFFF) - (1 << 31)
-        d0, d1 = int(deltas[0]), int(deltas[-1])
-        hit = (track == track_ids[i]) & (delta >= d0) & (delta <= d1)
-        frames = arrays.unique(query.offsets[query_row[hit]])
+        offset, frames, matches = _best_offset_of_track(
+            track == track_ids[i], delta, query.offsets[query_row], params.offset_tolerance
+        )
         out.append(
             Candidate(
                 track_id=int(track_ids[i]),
-                # the mean of the window, so +-1 frame jitter does not bias the offset
-                offset_frames=round(float(deltas.mean())),
-                matches=int(best_window[i]),
+                offset_frames=offset,
+                matches=matches,
                 track_hits=int(track_total[i]),
                 query_hashes=int(query.hashes.size),
                 query_frames=query_frames,
                 speed=speed,
                 tempo=tempo,
-                distinct_frames=int(frames.size),
+                distinct_frames=frames,
             )
         )
     return out

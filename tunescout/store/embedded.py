@@ -55,8 +55,8 @@ from tunescout.engine import arrays
 from tunescout.engine.errors import StoreError, StoreFormatError
 from tunescout.store.segments import (
     Segment,
+    choose_dir_bits,
     count_live_postings,
-    dense_dir_bits,
     encode_segment,
     fsync_directory,
     gather_values,
@@ -432,12 +432,13 @@ class EmbeddedShard:
             blob = b""
             if n_rows:
                 hash_bits = hash_bits_of(int(row_hashes[-1]))
-                blob = encode_segment(  # level 0 is searched by every lookup: a dense directory pays
+                # the smallest layout on disk: level 0 is searched through in-memory runs, not this blob
+                blob = encode_segment(
                     row_hashes,
                     row_values,
                     fingerprint_version=self.fingerprint_version,
                     hash_bits=hash_bits,
-                    dir_bits=dense_dir_bits(n_rows, hash_bits),
+                    dir_bits=choose_dir_bits(n_rows, hash_bits),
                 )
             created_at = time.time()
             with self._transaction() as txn:
@@ -757,6 +758,10 @@ class EmbeddedShard:
                 "UPDATE tracks SET deleted = ? WHERE track_id = ? AND deleted = ?",
                 [(_PURGED, t, _DELETED) for t in prepared.purged_track_ids],
             )
+        try:  # hand the merged blobs' pages back to the filesystem; harmless if it fails
+            self._conn().execute("PRAGMA incremental_vacuum")
+        except sqlite3.Error as exc:
+            logger.warning("shard %s: incremental vacuum failed: %s", self.path, exc)
 
     def _apply_merge(self, prepared: _PreparedMerge, new_file: _FileSegment | None) -> None:
         """Publish the snapshot that matches the committed manifest (caller holds the writer lock)."""
@@ -849,6 +854,8 @@ def _lock_directory(path: Path) -> int:
 
 def _connect(db_path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    # takes effect when the file is created: pages freed by merged level-0 blobs go back to the disk
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if mode.lower() != "wal":
         conn.close()
