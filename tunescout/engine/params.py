@@ -25,12 +25,12 @@ class FingerprintParams:
     f_max_hz: float = 3400.0  # Hz; above, low-pass, phone band and low-bitrate codecs drop it
     peak_floor_db: float = -70.0  # dB below a full-scale sine: quieter cells are never peaks (silence)
     peak_block_frames: int = 32  # frames; density is controlled per block of this many frames
-    ref_peak_time_radius: int = 12  # frames: a stored peak is the maximum of +-this many frames ...
-    ref_peak_freq_radius: int = 6  # bins: ... and +-this many bins around it
-    ref_peaks_per_second: float = 24.0  # at most this many peaks per second when a track is stored
-    query_peak_time_radius: int = 6  # frames; smaller than stored: a query finds a superset of the peaks
-    query_peak_freq_radius: int = 4  # bins
-    query_peaks_per_second: float = 48.0  # a query keeps more peaks, so more of the stored ones are found
+    ref_peak_time_radius: int = 6  # frames: a stored peak is the maximum of +-this many frames ...
+    ref_peak_freq_radius: int = 4  # bins: ... and +-this many bins around it
+    ref_peaks_per_second: float = 40.0  # at most this many peaks per second when a track is stored
+    query_peak_time_radius: int = 4  # frames; smaller than stored: a query finds a superset of the peaks
+    query_peak_freq_radius: int = 3  # bins
+    query_peaks_per_second: float = 56.0  # a query keeps more peaks, so more of the stored ones are found
     # -- pairs
     fan_out: int = 5  # targets per anchor when storing; every two of them make a triplet (10 per anchor)
     query_fan_out: int = 10  # targets per anchor in a query (45 triplets per anchor)
@@ -63,7 +63,7 @@ class MatchParams:
     min_confidence: float = 0.5  # results below this are not reported
     # confidence = logistic(slope * (consistent query frames - midpoint)), see score.calibrated_confidence
     confidence_slope: float = 1.2
-    confidence_midpoint: float = 7.5
+    confidence_midpoint: float = 8.5
     early_exit_confidence: float = 0.99  # the plain hypothesis alone is trusted from this confidence up
     max_results: int = 3
     # speed (tempo and pitch together) and tempo (pitch kept) hypotheses tried when the plain query fails
