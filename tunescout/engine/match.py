@@ -86,8 +86,14 @@ def match_peaks(
     unique = arrays.unique(plain.hashes)
     postings = lookup(unique, match_params.max_postings_per_hash)
     runs = [(plain, unique, postings, 1.0, 1.0)]
-    results = _score(runs, peaks, track_sizes, params, match_params)
-    if results and results[0].confidence >= match_params.early_exit_confidence:
+    results, concentration = _score(runs, peaks, track_sizes, params, match_params)
+    # matches spread around the offset (rather than piled in its window) mean the clip's tempo differs:
+    # the plain answer may name the right track, but its offset drifts, so the hypotheses still run
+    if (
+        results
+        and results[0].confidence >= match_params.early_exit_confidence
+        and concentration >= match_params.early_exit_concentration
+    ):
         return results
     hyp = _hypotheses(match_params)
     if not hyp:
@@ -102,7 +108,7 @@ def match_peaks(
         (f, u, _split(union, all_postings, u), s, r)
         for f, u, (s, r) in zip(prints, uniques, hyp, strict=True)
     ]
-    return _score(runs, peaks, track_sizes, params, match_params)
+    return _score(runs, peaks, track_sizes, params, match_params)[0]
 
 
 def _score(
@@ -111,7 +117,9 @@ def _score(
     track_sizes: TrackSizes,
     params: FingerprintParams,
     match_params: MatchParams,
-) -> list[TrackMatch]:
+) -> tuple[list[TrackMatch], float]:
+    """Tracks ranked by confidence, and how concentrated the best one's matches are: the share of the
+    query frames matching near its offset that sit inside its offset window (1.0 = no drift)."""
     candidates: list[Candidate] = []
     for fp, unique, postings, speed, tempo in runs:
         candidates += rank_offsets(
@@ -125,9 +133,10 @@ def _score(
             top=match_params.max_results + 2,
         )
     if not candidates:
-        return []
+        return [], 0.0
     sizes = track_sizes({c.track_id for c in candidates})
     best: dict[int, TrackMatch] = {}
+    concentration: dict[int, float] = {}
     for c in candidates:
         size = sizes.get(c.track_id)
         if size is None:
@@ -148,5 +157,7 @@ def _score(
             speed=c.speed,
             tempo=c.tempo,
         )
+        concentration[c.track_id] = c.distinct_frames / max(1, c.nearby_frames)
     ranked = sorted(best.values(), key=lambda m: (-m.confidence, -m.matches))
-    return [m for m in ranked if m.confidence >= match_params.min_confidence][: match_params.max_results]
+    results = [m for m in ranked if m.confidence >= match_params.min_confidence][: match_params.max_results]
+    return results, (concentration[results[0].track_id] if results else 0.0)

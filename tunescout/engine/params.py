@@ -64,7 +64,9 @@ class MatchParams:
     # confidence = logistic(slope * (consistent query frames - midpoint)), see score.calibrated_confidence
     confidence_slope: float = 1.2
     confidence_midpoint: float = 8.5
-    early_exit_confidence: float = 0.99  # the plain hypothesis alone is trusted from this confidence up
+    early_exit_confidence: float = 0.99  # the plain hypothesis alone is trusted from this confidence up ...
+    early_exit_concentration: float = 0.5  # ... when this share of nearby matching frames sits in its window
+    drift_frames: int = 40  # frames; how far a 5 % tempo change drifts a 10 s clip's matches (about 0.6 s)
     max_results: int = 3
     # speed (tempo and pitch together) and tempo (pitch kept) hypotheses tried when the plain query fails
     speed_factors: tuple[float, ...] = (0.955, 0.97, 0.985, 1.015, 1.03, 1.045)

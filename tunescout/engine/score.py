@@ -36,6 +36,7 @@ class Candidate:
     speed: float
     tempo: float
     distinct_frames: int = 0  # distinct query frames among the matches: repeats of one sound count once
+    nearby_frames: int = 0  # distinct query frames matching within +-drift_frames of the offset
 
 
 def _expand(
@@ -57,11 +58,12 @@ def _expand(
 
 
 def _best_offset_of_track(
-    of_track: np.ndarray, delta: np.ndarray, query_frame: np.ndarray, tol: int
-) -> tuple[int, int, int]:
-    """(offset, distinct query frames, matches) of the offset window where the most distinct query frames
-    agree, for one track's matches. Ranking windows by raw matches instead lets a sustained sound, which
-    matches many stored frames at once, pull the offset to a lookalike passage elsewhere in the track."""
+    of_track: np.ndarray, delta: np.ndarray, query_frame: np.ndarray, tol: int, drift: int
+) -> tuple[int, int, int, int]:
+    """(offset, distinct query frames, matches, distinct query frames within +-drift) of the offset window
+    where the most distinct query frames agree, for one track's matches. Ranking windows by raw matches
+    instead lets a sustained sound, which matches many stored frames at once, pull the offset to a
+    lookalike passage elsewhere in the track."""
     d = delta[of_track]
     f = query_frame[of_track].astype(np.int64)
     bias = 1 << 30  # offsets and their differences stay far below 2**30 frames (200 days)
@@ -72,8 +74,9 @@ def _best_offset_of_track(
     best = int(np.argmax(hi - lo))
     in_window = (d >= d_u[best] - tol) & (d <= d_u[best] + tol)
     frames = int(arrays.unique(f[in_window]).size)
+    nearby = int(arrays.unique(f[np.abs(d - d_u[best]) <= drift]).size)
     # the mean of the window, so +-1 frame jitter does not bias the offset
-    return round(float(d[in_window].mean())), frames, int(in_window.sum())
+    return round(float(d[in_window].mean())), frames, int(in_window.sum()), nearby
 
 
 def rank_offsets(
@@ -98,14 +101,16 @@ def rank_offsets(
     # one int64 key per (track, offset difference); tracks < 2**31, |delta| < 2**31
     keys = (track << 32) + (delta + (1 << 31))
     keys.sort()
-    track_ids, best_window, _, _, track_total = kernels.best_window_per_track(
-        keys, params.offset_tolerance
-    )
+    track_ids, best_window, _, _, track_total = kernels.best_window_per_track(keys, params.offset_tolerance)
     chosen = np.argsort(-best_window, kind="stable")[:top]
     out = []
     for i in chosen:
-        offset, frames, matches = _best_offset_of_track(
-            track == track_ids[i], delta, query.offsets[query_row], params.offset_tolerance
+        offset, frames, matches, nearby = _best_offset_of_track(
+            track == track_ids[i],
+            delta,
+            query.offsets[query_row],
+            params.offset_tolerance,
+            params.drift_frames,
         )
         out.append(
             Candidate(
@@ -118,6 +123,7 @@ def rank_offsets(
                 speed=speed,
                 tempo=tempo,
                 distinct_frames=frames,
+                nearby_frames=nearby,
             )
         )
     return out
