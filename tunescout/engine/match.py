@@ -86,7 +86,7 @@ def match_peaks(
     unique = arrays.unique(plain.hashes)
     postings = lookup(unique, match_params.max_postings_per_hash)
     runs = [(plain, unique, postings, 1.0, 1.0)]
-    results, concentration = _score(runs, peaks, track_sizes, params, match_params)
+    results, concentration = _score(runs, track_sizes, params, match_params)
     # matches spread around the offset (rather than piled in its window) mean the clip's tempo differs:
     # the plain answer may name the right track, but its offset drifts, so the hypotheses still run
     if (
@@ -108,12 +108,11 @@ def match_peaks(
         (f, u, _split(union, all_postings, u), s, r)
         for f, u, (s, r) in zip(prints, uniques, hyp, strict=True)
     ]
-    return _score(runs, peaks, track_sizes, params, match_params)[0]
+    return _score(runs, track_sizes, params, match_params)[0]
 
 
 def _score(
     runs: list[tuple[Fingerprint, np.ndarray, Postings, float, float]],
-    peaks: Peaks,
     track_sizes: TrackSizes,
     params: FingerprintParams,
     match_params: MatchParams,
@@ -127,7 +126,6 @@ def _score(
             unique,
             postings,
             match_params,
-            query_frames=round(peaks.n_frames * speed * tempo),
             speed=speed,
             tempo=tempo,
             top=match_params.max_results + 2,

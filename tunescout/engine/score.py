@@ -30,9 +30,7 @@ class Candidate:
     track_id: int
     offset_frames: int  # where the clip starts inside the track, in the track's frames
     matches: int  # matches consistent with that offset (+- tolerance)
-    track_hits: int  # all matches with the track, whatever their offset (chance level estimate)
     query_hashes: int  # hashes the query had under this hypothesis
-    query_frames: int  # frames the query spans under this hypothesis
     speed: float
     tempo: float
     distinct_frames: int = 0  # distinct query frames among the matches: repeats of one sound count once
@@ -85,7 +83,6 @@ def rank_offsets(
     postings: Postings,
     params: MatchParams,
     *,
-    query_frames: int,
     speed: float = 1.0,
     tempo: float = 1.0,
     top: int = 10,
@@ -101,7 +98,7 @@ def rank_offsets(
     # one int64 key per (track, offset difference); tracks < 2**31, |delta| < 2**31
     keys = (track << 32) + (delta + (1 << 31))
     keys.sort()
-    track_ids, best_window, _, _, track_total = kernels.best_window_per_track(keys, params.offset_tolerance)
+    track_ids, best_window, _, _, _ = kernels.best_window_per_track(keys, params.offset_tolerance)
     chosen = np.argsort(-best_window, kind="stable")[:top]
     out = []
     for i in chosen:
@@ -117,9 +114,7 @@ def rank_offsets(
                 track_id=int(track_ids[i]),
                 offset_frames=offset,
                 matches=matches,
-                track_hits=int(track_total[i]),
                 query_hashes=int(query.hashes.size),
-                query_frames=query_frames,
                 speed=speed,
                 tempo=tempo,
                 distinct_frames=frames,
