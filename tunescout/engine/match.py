@@ -1,8 +1,9 @@
 """Recognise a query: hash its peaks, look the hashes up, score, and try speed/tempo hypotheses if needed.
 
-The plain hypothesis runs first; most clips end there. Only when it finds nothing confident are the
-speed (pitch and tempo together) and tempo (pitch kept) hypotheses hashed, looked up in ONE batched lookup
-(one round trip per shard, whatever the number of hypotheses) and scored.
+The plain hypothesis runs first; most clips end there. Only when it finds nothing confident (or its
+matches drift around the offset, as a tempo change makes them) are the speed (pitch and tempo together)
+and tempo (pitch kept) hypotheses hashed, looked up in ONE batched lookup (one round trip per shard,
+whatever the number of hypotheses) and scored; the plain run's candidates are kept, not scored again.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tunescout.engine import arrays
-from tunescout.engine.fingerprint import Fingerprint, hashes_from_peaks, query_landmarks
+from tunescout.engine.fingerprint import hashes_from_peaks, query_landmarks
 from tunescout.engine.params import DEFAULT_MATCH_PARAMS, DEFAULT_PARAMS, FingerprintParams, MatchParams
 from tunescout.engine.peaks import Peaks, Role
 from tunescout.engine.score import Candidate, Lookup, calibrated_confidence, rank_offsets
@@ -85,8 +86,8 @@ def match_peaks(
     plain = hashes_from_peaks(peaks, params, Role.QUERY, landmarks=landmarks)
     unique = arrays.unique(plain.hashes)
     postings = lookup(unique, match_params.max_postings_per_hash)
-    runs = [(plain, unique, postings, 1.0, 1.0)]
-    results, concentration = _score(runs, track_sizes, params, match_params)
+    candidates = rank_offsets(plain, unique, postings, match_params, top=match_params.max_results + 2)
+    results, concentration = _rank(candidates, track_sizes, params, match_params)
     # matches spread around the offset (rather than piled in its window) mean the clip's tempo differs:
     # the plain answer may name the right track, but its offset drifts, so the hypotheses still run
     if (
@@ -104,32 +105,23 @@ def match_peaks(
     uniques = [arrays.unique(f.hashes) for f in prints]
     union = arrays.unique(np.concatenate(uniques))
     all_postings = lookup(union, match_params.max_postings_per_hash)
-    runs += [
-        (f, u, _split(union, all_postings, u), s, r)
-        for f, u, (s, r) in zip(prints, uniques, hyp, strict=True)
-    ]
-    return _score(runs, track_sizes, params, match_params)[0]
+    for fp, own, (speed, tempo) in zip(prints, uniques, hyp, strict=True):
+        candidates += rank_offsets(
+            fp, own, _split(union, all_postings, own), match_params,
+            speed=speed, tempo=tempo, top=match_params.max_results + 2,
+        )  # fmt: skip
+    return _rank(candidates, track_sizes, params, match_params)[0]
 
 
-def _score(
-    runs: list[tuple[Fingerprint, np.ndarray, Postings, float, float]],
+def _rank(
+    candidates: list[Candidate],
     track_sizes: TrackSizes,
     params: FingerprintParams,
     match_params: MatchParams,
 ) -> tuple[list[TrackMatch], float]:
-    """Tracks ranked by confidence, and how concentrated the best one's matches are: the share of the
-    query frames matching near its offset that sit inside its offset window (1.0 = no drift)."""
-    candidates: list[Candidate] = []
-    for fp, unique, postings, speed, tempo in runs:
-        candidates += rank_offsets(
-            fp,
-            unique,
-            postings,
-            match_params,
-            speed=speed,
-            tempo=tempo,
-            top=match_params.max_results + 2,
-        )
+    """Tracks ranked by confidence (each at its best hypothesis), and how concentrated the best one's
+    matches are: the share of the query frames matching near its offset that sit inside its offset window
+    (1.0 = no drift)."""
     if not candidates:
         return [], 0.0
     sizes = track_sizes({c.track_id for c in candidates})

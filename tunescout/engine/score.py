@@ -2,8 +2,8 @@
 
 A clip of track T starting at frame d of T reproduces many of T's landmarks with stored offset = query
 offset + d, so its matches pile up in one bin of the offset-difference histogram; matches with unrelated
-tracks scatter. Scoring counts, per (track, offset difference), the matches within +-`offset_tolerance`
-frames, and the confidence compares that count with what chance alone gives for that track.
+tracks scatter. Scoring finds, per track, the offset window (+-`offset_tolerance` frames) where the most
+distinct query frames agree; the confidence is a calibrated function of that count.
 """
 
 from __future__ import annotations
