@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv up test lint clean
+.PHONY: venv up test lint clean protos
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ lint: venv
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
+# ARGS passes options through, e.g. `make up ARGS="--port 9000 --config my.json"`
 up: venv
-	@echo "tunescout up: the gRPC services and REST gateway are not built yet (issue 7); see README 'Status'." >&2
-	@exit 1
+	$(BIN)/tunescout up $(ARGS)
+
+# Regenerates the gRPC code (tunescout/{fingerprinter,matcher,results}/v1/) from protos/. Never edit it by hand.
+protos: venv
+	$(BIN)/python protos/generate.py

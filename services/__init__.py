@@ -1,0 +1,1 @@
+"""The four services: one folder each, with its settings, servicer and server entry point (`python -m`)."""

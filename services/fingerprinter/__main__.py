@@ -1,0 +1,4 @@
+from services.fingerprinter.server import main
+
+if __name__ == "__main__":  # spawned worker processes import this module under another name
+    main()

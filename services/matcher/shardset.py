@@ -1,0 +1,269 @@
+"""All the shards of the matcher, behind one interface: fan-out lookups, routing of ingests, deletes.
+
+Pure logic (no gRPC). Shard calls are blocking and run on a thread pool; each lookup waits for every shard
+at most `deadline_s`, and a shard that misses it or fails is reported in the `FanoutReport` and left out of
+the answer. A shard that could not be opened is retried on later calls, so it rejoins without a restart.
+
+Track ids are per shard; across shards a track is named by a global id: shard index << 40 | track id.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from services.matcher.cache import LookupCache, query_key
+from tunescout.common.config import StoreConfig
+from tunescout.engine.errors import EngineError
+from tunescout.engine.match import TrackSize
+from tunescout.store.shard import (
+    FingerprintShard,
+    IngestOutcome,
+    Postings,
+    ShardStats,
+    TrackMeta,
+    TrackRecord,
+)
+
+logger = logging.getLogger(__name__)
+
+_ID_BITS = 40
+_LOCAL_MASK = (1 << _ID_BITS) - 1
+REOPEN_INTERVAL_S = 5.0  # how often a shard that failed to open is tried again
+
+
+def global_id(shard_index: int, track_id: int) -> int:
+    return (shard_index << _ID_BITS) | track_id
+
+
+def split_id(gid: int) -> tuple[int, int]:
+    return gid >> _ID_BITS, gid & _LOCAL_MASK
+
+
+class ShardUnavailable(Exception):
+    """A shard needed for a write or an exact answer did not answer."""
+
+
+@dataclass
+class FanoutReport:
+    """Shards left out of one answer, with the reason (shard name -> reason)."""
+
+    unavailable: dict[str, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail(self, shard: str, reason: str) -> None:
+        with self.lock:
+            self.unavailable.setdefault(shard, reason)
+
+
+class ShardHandle:
+    """One configured shard: opened lazily, reopened after a failure, with its lookup cache."""
+
+    def __init__(
+        self,
+        index: int,
+        config: StoreConfig,
+        opener: Callable[[StoreConfig], FingerprintShard],
+        cache: LookupCache | None,
+    ) -> None:
+        self.index = index
+        self.config = config
+        self.name = config.name
+        self.cache = cache
+        self._opener = opener
+        self._shard: FingerprintShard | None = None
+        self._error = "not opened yet"
+        self._next_try = 0.0
+        self._lock = threading.Lock()
+
+    def shard(self) -> FingerprintShard:
+        """The open shard; raises ShardUnavailable (with the last error) when it cannot be opened now."""
+        shard = self._shard
+        if shard is not None:
+            return shard
+        with self._lock:
+            if self._shard is not None:
+                return self._shard
+            if time.monotonic() < self._next_try:
+                raise ShardUnavailable(self._error)
+            try:
+                self._shard = self._opener(self.config)
+            except (EngineError, OSError, ValueError) as exc:
+                self._error = f"cannot open: {exc}"
+                self._next_try = time.monotonic() + REOPEN_INTERVAL_S
+                logger.warning("shard %s: %s", self.name, self._error)
+                raise ShardUnavailable(self._error) from exc
+            logger.info("shard %s (%s) open", self.name, self.config.database_type)
+            return self._shard
+
+    def lookup(self, hashes: np.ndarray, cap: int) -> Postings:
+        slot = None
+        if self.cache is not None:
+            key = query_key(hashes, cap)
+            cached, slot = self.cache.get(key)
+            if cached is not None:
+                return cached
+        postings = self.shard().lookup(hashes, cap)
+        if self.cache is not None and slot is not None:
+            self.cache.put(slot, postings)
+        return postings
+
+    def invalidate(self) -> None:
+        if self.cache is not None:
+            self.cache.invalidate()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._shard is not None:
+                self._shard.close()
+                self._shard = None
+
+
+@dataclass(frozen=True)
+class StoredTrack:
+    shard: str
+    track: TrackRecord
+
+
+class ShardSet:
+    """The matcher's shards. Thread-safe; every method blocks (call it from a worker thread)."""
+
+    def __init__(self, handles: list[ShardHandle], deadline_s: float) -> None:
+        if not handles:
+            raise ValueError("at least one shard is needed")
+        self.handles = handles
+        self.deadline_s = deadline_s
+        self._pool = cf.ThreadPoolExecutor(max(4, 2 * len(handles)), thread_name_prefix="shard")
+        self._sha1_locks = [threading.Lock() for _ in range(64)]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for handle in self.handles:
+            handle.close()
+
+    def _fan_out(self, call: Callable[[ShardHandle], object], report: FanoutReport) -> dict[int, object]:
+        """`call` on every shard concurrently; answers by shard index, failures into `report`."""
+        futures = {self._pool.submit(call, h): h for h in self.handles}
+        done, late = cf.wait(futures, timeout=self.deadline_s)
+        answers: dict[int, object] = {}
+        for future in late:
+            future.cancel()
+            report.fail(futures[future].name, f"no answer within the {self.deadline_s:g} s deadline")
+        for future in done:
+            handle = futures[future]
+            try:
+                answers[handle.index] = future.result()
+            except ShardUnavailable as exc:
+                report.fail(handle.name, str(exc))
+            except Exception as exc:  # any backend fault degrades the answer instead of failing it
+                logger.exception("shard %s failed", handle.name)
+                report.fail(handle.name, f"{type(exc).__name__}: {exc}")
+        return answers
+
+    def lookup(self, hashes: np.ndarray, cap: int, report: FanoutReport) -> Postings:
+        """Postings of `hashes` in every shard that answers, track ids made global."""
+        answers = self._fan_out(lambda h: h.lookup(hashes, cap), report)
+        parts = [p for p in answers.items() if len(p[1])]  # type: ignore[arg-type]
+        if not parts:
+            return Postings.empty()
+        if len(parts) == 1:
+            index, postings = parts[0]
+            return _globalised(index, postings)  # type: ignore[arg-type]
+        merged = [_globalised(i, p) for i, p in parts]  # type: ignore[arg-type]
+        hash_index = np.concatenate([p.hash_index for p in merged])
+        order = np.argsort(hash_index, kind="stable")  # Postings are grouped by hash index
+        return Postings(
+            hash_index=hash_index[order],
+            track_id=np.concatenate([p.track_id for p in merged])[order],
+            offset=np.concatenate([p.offset for p in merged])[order],
+        )
+
+    def tracks(self, gids: Iterable[int]) -> dict[int, StoredTrack]:
+        """Live tracks by global id; ids of shards that fail now are left out."""
+        by_shard: dict[int, list[int]] = {}
+        for gid in gids:
+            index, local = split_id(int(gid))
+            by_shard.setdefault(index, []).append(local)
+        found: dict[int, StoredTrack] = {}
+        for index, locals_ in by_shard.items():
+            if index >= len(self.handles):
+                continue
+            handle = self.handles[index]
+            try:
+                records = handle.shard().get_tracks(locals_)
+            except (ShardUnavailable, EngineError) as exc:
+                logger.warning("shard %s: track metadata unavailable: %s", handle.name, exc)
+                continue
+            for local, record in records.items():
+                found[global_id(index, local)] = StoredTrack(handle.name, record)
+        return found
+
+    def track_sizes(self, gids: Iterable[int]) -> dict[int, TrackSize]:
+        return {gid: TrackSize(n_hashes=t.track.n_hashes) for gid, t in self.tracks(gids).items()}
+
+    def find_by_sha1(self, file_sha1: str) -> StoredTrack | None:
+        """The track stored from that audio in any shard. ShardUnavailable if a shard cannot say."""
+        report = FanoutReport()
+        answers = self._fan_out(lambda h: h.shard().find_by_sha1(file_sha1), report)
+        for index, record in answers.items():
+            if record is not None:
+                return StoredTrack(self.handles[index].name, record)  # type: ignore[arg-type]
+        if report.unavailable:
+            raise ShardUnavailable(_describe(report))
+        return None
+
+    def ingest(self, meta: TrackMeta, hashes: np.ndarray, offsets: np.ndarray) -> tuple[StoredTrack, bool]:
+        """Store a track in the least-loaded shard unless some shard holds its audio already.
+
+        Returns the stored track and whether it was there already. Every shard must answer the sha1 check
+        (otherwise ShardUnavailable: storing it could make a duplicate).
+        """
+        with self._sha1_locks[hash(meta.file_sha1) % len(self._sha1_locks)]:
+            existing = self.find_by_sha1(meta.file_sha1)
+            if existing is not None:
+                return existing, True
+            report = FanoutReport()
+            stats = self._fan_out(lambda h: h.shard().stats(), report)
+            if not stats:
+                raise ShardUnavailable(_describe(report))
+            index = min(stats, key=lambda i: (stats[i].n_hashes, i))  # type: ignore[attr-defined]
+            handle = self.handles[index]
+            try:
+                outcome: IngestOutcome = handle.shard().ingest(meta, hashes, offsets)
+            finally:
+                handle.invalidate()
+            return StoredTrack(handle.name, outcome.track), outcome.already_present
+
+    def delete(self, file_sha1: str) -> StoredTrack | None:
+        """Delete the track stored from that audio, wherever it is; None if no shard holds it."""
+        with self._sha1_locks[hash(file_sha1) % len(self._sha1_locks)]:
+            found = self.find_by_sha1(file_sha1)
+            if found is None:
+                return None
+            handle = next(h for h in self.handles if h.name == found.shard)
+            try:
+                handle.shard().delete_track(found.track.track_id)
+            finally:
+                handle.invalidate()
+            return found
+
+    def stats(self) -> tuple[dict[str, ShardStats], FanoutReport]:
+        report = FanoutReport()
+        answers = self._fan_out(lambda h: h.shard().stats(), report)
+        return {self.handles[i].name: s for i, s in answers.items()}, report  # type: ignore[misc]
+
+
+def _globalised(index: int, postings: Postings) -> Postings:
+    if index == 0:
+        return postings
+    return Postings(postings.hash_index, postings.track_id + (index << _ID_BITS), postings.offset)
+
+
+def _describe(report: FanoutReport) -> str:
+    return "; ".join(f"shard {name}: {reason}" for name, reason in sorted(report.unavailable.items()))

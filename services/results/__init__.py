@@ -1,0 +1,1 @@
+"""The results service: recognition results kept behind unguessable tokens."""
