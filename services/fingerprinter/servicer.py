@@ -36,6 +36,7 @@ class FingerprinterServicer(pb_grpc.FingerprinterServiceServicer):
         self._settings = settings
         self._pool: ProcessPoolExecutor | None = None
         self._pool_lock = asyncio.Lock()
+        self._job = worker.fingerprint_file  # a module-level function: it is sent to worker processes
 
     async def start(self) -> None:
         """Start the workers and let each load its kernels before health says SERVING."""
@@ -166,9 +167,7 @@ class FingerprinterServicer(pb_grpc.FingerprinterServiceServicer):
                     context, grpc.StatusCode.UNAVAILABLE, "STARTING", "the fingerprinter is not ready"
                 )
             try:
-                return await loop.run_in_executor(
-                    pool, worker.fingerprint_file, source, query, start_s, duration_s
-                )
+                return await loop.run_in_executor(pool, self._job, source, query, start_s, duration_s)
             except BrokenProcessPool:
                 logger.warning(
                     "a fingerprint worker died (attempt %d, upload %r); restarting the pool",

@@ -4,7 +4,8 @@ Pure logic (no gRPC). Shard calls are blocking and run on a thread pool; each lo
 at most `deadline_s`, and a shard that misses it or fails is reported in the `FanoutReport` and left out of
 the answer. A shard that could not be opened is retried on later calls, so it rejoins without a restart.
 
-Track ids are per shard; across shards a track is named by a global id: shard index << 40 | track id.
+Track ids are per shard; across shards a track is named by a global id: track id * number of shards + shard
+index. Scoring packs a track id and an offset into one int64, so global ids stay below 2**31.
 """
 
 from __future__ import annotations
@@ -33,17 +34,8 @@ from tunescout.store.shard import (
 
 logger = logging.getLogger(__name__)
 
-_ID_BITS = 40
-_LOCAL_MASK = (1 << _ID_BITS) - 1
+MAX_GLOBAL_ID = (1 << 31) - 1  # see score.rank_offsets: (track << 32) + offset must fit an int64
 REOPEN_INTERVAL_S = 5.0  # how often a shard that failed to open is tried again
-
-
-def global_id(shard_index: int, track_id: int) -> int:
-    return (shard_index << _ID_BITS) | track_id
-
-
-def split_id(gid: int) -> tuple[int, int]:
-    return gid >> _ID_BITS, gid & _LOCAL_MASK
 
 
 class ShardUnavailable(Exception):
@@ -142,6 +134,14 @@ class ShardSet:
         self._pool = cf.ThreadPoolExecutor(max(4, 2 * len(handles)), thread_name_prefix="shard")
         self._sha1_locks = [threading.Lock() for _ in range(64)]
 
+    def global_id(self, shard_index: int, track_id: int) -> int:
+        return track_id * len(self.handles) + shard_index
+
+    def split_id(self, gid: int) -> tuple[int, int]:
+        """(shard index, track id) of a global id."""
+        track_id, index = divmod(gid, len(self.handles))
+        return index, track_id
+
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         for handle in self.handles:
@@ -172,10 +172,9 @@ class ShardSet:
         parts = [p for p in answers.items() if len(p[1])]  # type: ignore[arg-type]
         if not parts:
             return Postings.empty()
-        if len(parts) == 1:
-            index, postings = parts[0]
-            return _globalised(index, postings)  # type: ignore[arg-type]
-        merged = [_globalised(i, p) for i, p in parts]  # type: ignore[arg-type]
+        merged = [self._globalised(i, p) for i, p in parts]  # type: ignore[arg-type]
+        if len(merged) == 1:
+            return merged[0]
         hash_index = np.concatenate([p.hash_index for p in merged])
         order = np.argsort(hash_index, kind="stable")  # Postings are grouped by hash index
         return Postings(
@@ -184,11 +183,22 @@ class ShardSet:
             offset=np.concatenate([p.offset for p in merged])[order],
         )
 
+    def _globalised(self, index: int, postings: Postings) -> Postings:
+        n = len(self.handles)
+        if n == 1:
+            return postings
+        gids = postings.track_id * n + index
+        if gids.size and int(gids.max()) > MAX_GLOBAL_ID:
+            raise ValueError(
+                f"track ids of shard {self.handles[index].name} are too large to score across {n} shards"
+            )
+        return Postings(postings.hash_index, gids, postings.offset)
+
     def tracks(self, gids: Iterable[int]) -> dict[int, StoredTrack]:
         """Live tracks by global id; ids of shards that fail now are left out."""
         by_shard: dict[int, list[int]] = {}
         for gid in gids:
-            index, local = split_id(int(gid))
+            index, local = self.split_id(int(gid))
             by_shard.setdefault(index, []).append(local)
         found: dict[int, StoredTrack] = {}
         for index, locals_ in by_shard.items():
@@ -201,7 +211,7 @@ class ShardSet:
                 logger.warning("shard %s: track metadata unavailable: %s", handle.name, exc)
                 continue
             for local, record in records.items():
-                found[global_id(index, local)] = StoredTrack(handle.name, record)
+                found[self.global_id(index, local)] = StoredTrack(handle.name, record)
         return found
 
     def track_sizes(self, gids: Iterable[int]) -> dict[int, TrackSize]:
@@ -257,12 +267,6 @@ class ShardSet:
         report = FanoutReport()
         answers = self._fan_out(lambda h: h.shard().stats(), report)
         return {self.handles[i].name: s for i, s in answers.items()}, report  # type: ignore[misc]
-
-
-def _globalised(index: int, postings: Postings) -> Postings:
-    if index == 0:
-        return postings
-    return Postings(postings.hash_index, postings.track_id + (index << _ID_BITS), postings.offset)
 
 
 def _describe(report: FanoutReport) -> str:

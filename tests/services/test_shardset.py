@@ -1,0 +1,101 @@
+"""ShardSet (unit): the fan-out waits for every shard at most its deadline, in parallel, and reports the
+shards that were too slow or failed; real embedded shards, one wrapped to be slow or broken."""
+
+import time
+
+import numpy as np
+import pytest
+
+from services.matcher.cache import MemoryLookupCache, decode_postings, encode_postings
+from services.matcher.shardset import FanoutReport, ShardHandle, ShardSet
+from tests.services.clips import NAMES, reference
+from tunescout.common.config import StoreConfig, parse_config
+from tunescout.engine.params import FINGERPRINT_VERSION
+from tunescout.store import EmbeddedShard, TrackMeta
+from tunescout.store.shard import Postings
+
+
+class SlowShard:
+    """A real shard whose lookups take `delay_s` (or fail when `broken`)."""
+
+    def __init__(self, inner, delay_s=0.0, broken=False):
+        self.inner, self.delay_s, self.broken = inner, delay_s, broken
+
+    def lookup(self, hashes, cap=0):
+        time.sleep(self.delay_s)
+        if self.broken:
+            raise ConnectionError("connection refused")
+        return self.inner.lookup(hashes, cap)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+@pytest.fixture
+def shards(tmp_path):
+    stores = parse_config({"instances": [{"name": n} for n in ("fast", "slow", "broken")]}).instances
+    opened = []
+    for i, store in enumerate(stores):
+        shard = EmbeddedShard(tmp_path / store.name, fingerprint_version=FINGERPRINT_VERSION)
+        fp = reference(NAMES[i])
+        shard.ingest(TrackMeta(fp.file_sha1, NAMES[i]), fp.fingerprint.hashes, fp.fingerprint.offsets)
+        opened.append(shard)
+    wrapped = [SlowShard(opened[0], 0.3), SlowShard(opened[1], 3.0), SlowShard(opened[2], broken=True)]
+    handles = [
+        ShardHandle(i, s, lambda c, w=w: w, None)
+        for i, (s, w) in enumerate(zip(stores, wrapped, strict=True))
+    ]
+    shardset = ShardSet(handles, deadline_s=1.0)
+    yield shardset
+    shardset.close()
+
+
+def test_fan_out_is_parallel_and_reports_slow_and_broken_shards(shards):
+    hashes = np.unique(np.concatenate([reference(n).fingerprint.hashes for n in NAMES[:3]]))
+    report = FanoutReport()
+    began = time.monotonic()
+    postings = shards.lookup(hashes, 0, report)
+    took = time.monotonic() - began
+    assert took < 1.5  # the deadline, not the sum of the shards' times
+    assert set(report.unavailable) == {"slow", "broken"}
+    assert "deadline" in report.unavailable["slow"] and "connection refused" in report.unavailable["broken"]
+    assert len(postings) > 0
+    assert {shards.split_id(int(g))[0] for g in np.unique(postings.track_id)} == {0}  # only the fast shard
+
+
+def test_global_ids_round_trip(shards):
+    for index in range(3):
+        for local in (1, 7, 12345):
+            assert shards.split_id(shards.global_id(index, local)) == (index, local)
+
+
+def test_cached_postings_round_trip_and_bad_bytes_are_refused():
+    postings = Postings(
+        np.array([0, 0, 3], np.int32), np.array([5, 9, 5], np.int64), np.array([1, 2, 3], np.int32)
+    )
+    back = decode_postings(encode_postings(postings))
+    assert all(
+        np.array_equal(getattr(back, f), getattr(postings, f)) for f in ("hash_index", "track_id", "offset")
+    )
+    with pytest.raises(ValueError):
+        decode_postings(b"XXXX" + encode_postings(postings)[4:])
+    with pytest.raises(ValueError):
+        decode_postings(encode_postings(postings)[:-1])
+
+
+def test_memory_cache_never_stores_an_answer_read_before_a_write():
+    cache = MemoryLookupCache(1 << 20, ttl_s=60)
+    postings = Postings.empty()
+    cached, slot = cache.get("q")
+    assert cached is None
+    cache.invalidate()  # a write lands while the shard is being asked
+    cache.put(slot, postings)
+    assert cache.get("q")[0] is None
+    cached, slot = cache.get("q")
+    cache.put(slot, postings)
+    assert cache.get("q")[0] is not None
+
+
+def test_store_config_is_what_handles_are_named_after():
+    store = StoreConfig("x", "embedded", parse_config({}).instances[0].database)
+    assert ShardHandle(0, store, lambda c: None, None).name == "x"
