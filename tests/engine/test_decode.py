@@ -13,13 +13,13 @@ import struct
 import tracemalloc
 import wave
 import zlib
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
+from tests.media import SOURCE_RATE_HZ, encode
 from tunescout.engine.decode import SEEK_MIN_START_S, SPOOL_COPY_BYTES, PcmStream, decode_all, open_audio
 from tunescout.engine.errors import (
     AudioError,
@@ -32,12 +32,10 @@ from tunescout.engine.errors import (
     TruncatedAudioError,
 )
 
-SOURCE_RATE_HZ = 44_100
 RATE_HZ = 8000  # the fingerprint rate
 TONE_HZ = 440.0  # the dominant tone of the test signal
 SHORT_S = 3.0  # length of the per-format files
 LONG_S = 10.0  # length of the files ranges are cut from (long enough to seek)
-VIDEO_FPS = 5  # a few tiny frames per second: the video track only has to exist
 
 
 # -- synthesis and encoding
@@ -51,51 +49,6 @@ def stereo_signal(seconds: float, rate_hz: int = SOURCE_RATE_HZ) -> np.ndarray:
     left = tone + chirp
     right = tone + 0.1 * np.sin(2 * np.pi * 1000 * t)
     return np.stack([left, right]).astype(np.float32)
-
-
-def encode(
-    target: Path | io.RawIOBase,
-    container_format: str,
-    audio_codec: str | None,
-    pcm: np.ndarray,
-    *,
-    video_codec: str | None = None,
-    audio_rate_hz: int | None = None,
-) -> None:
-    """Encode (2, n) float32 PCM at 44.1 kHz, with an optional tiny video track, into `target`."""
-    destination = str(target) if isinstance(target, Path) else target
-    with av.open(destination, "w", format=container_format) as out:
-        video = None
-        if video_codec:
-            video = out.add_stream(video_codec, rate=VIDEO_FPS)
-            video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-            video.codec_context.options = {"threads": "1"}  # a thread pool costs more than 64x48 frames
-        audio = None
-        if audio_codec:
-            audio = out.add_stream(audio_codec, rate=audio_rate_hz or SOURCE_RATE_HZ, layout="stereo")
-            if audio_codec == "vorbis":  # ffmpeg's own Vorbis encoder is marked experimental
-                audio.codec_context.options = {"strict": "-2"}
-        hop = 4096  # samples per frame handed to the encoder, which re-frames them itself
-        n_video = 0
-        for i in range(0, pcm.shape[1], hop):
-            if audio is not None:
-                frame = av.AudioFrame.from_ndarray(
-                    np.ascontiguousarray(pcm[:, i : i + hop]), format="fltp", layout="stereo"
-                )
-                frame.sample_rate, frame.pts, frame.time_base = SOURCE_RATE_HZ, i, Fraction(1, SOURCE_RATE_HZ)
-                for packet in audio.encode(frame):
-                    out.mux(packet)
-            while video is not None and n_video / VIDEO_FPS <= (i + hop) / SOURCE_RATE_HZ:
-                image = np.full((48, 64, 3), (n_video * 7) % 255, np.uint8)
-                picture = av.VideoFrame.from_ndarray(image, format="rgb24")
-                picture.pts = n_video
-                for packet in video.encode(picture):
-                    out.mux(packet)
-                n_video += 1
-        for stream in (audio, video):
-            if stream is not None:
-                for packet in stream.encode(None):
-                    out.mux(packet)
 
 
 # name -> (file suffix, container format, audio codec, video codec, audio rate)
