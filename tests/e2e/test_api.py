@@ -239,3 +239,28 @@ def test_fingerprinting_disallowed_is_403_and_rate_limits_are_429(stack):
         limited = recognize(strict, clip(UNSTORED), duration=2)
         body = assert_error(limited, 429)
         assert int(limited.headers["retry-after"]) >= 1 and "limit" in body["message"]
+
+
+def test_rate_limits_in_redis_and_redis_down_lets_requests_through(stack):
+    import uuid
+
+    import httpx
+
+    from tests.services.servers import REDIS_HOST, REDIS_PORT, require_redis
+
+    client = require_redis(db=3)
+    prefix = f"e2e-{uuid.uuid4().hex[:8]}"
+    limited = {"redis": {"host": REDIS_HOST, "port": REDIS_PORT, "prefix": prefix},
+               "rate_limit": {"fetching_results": "2 per minute", "redis_db_index": 3}}  # fmt: skip
+    try:
+        with httpx.Client(base_url=stack.gateway(limited), timeout=60) as api:
+            codes = [api.get("/api/fetch/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").status_code for _ in range(3)]
+            assert codes == [404, 404, 429]
+            assert client.keys(f"{prefix}:ratelimit*"), "the counters are not in Redis db 3"
+    finally:
+        for key in client.keys(f"{prefix}:*"):
+            client.delete(key)
+    down = {"redis": {"host": "127.0.0.1", "port": 1}, "rate_limit": {"fetching_results": "2 per minute"}}
+    with httpx.Client(base_url=stack.gateway(down), timeout=60) as api:
+        codes = [api.get("/api/fetch/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").status_code for _ in range(3)]
+        assert codes == [404, 404, 404]  # limits are not enforced while their store is down; no 500

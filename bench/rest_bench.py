@@ -1,0 +1,227 @@
+"""REST benchmark: the whole service as a user runs it (`tunescout up`), through its HTTP API.
+
+1. ingest: every track of reference.tsv through POST /api/fingerprint, `--jobs` uploads at once; audio hours
+   per wall-clock hour (x real time) for the machine. Skipped with --skip-ingest (the data dir keeps them).
+2. latency: `--requests` recognitions of 10 s clean clips (uploads of the clip files), one at a time;
+   p50 / p99 of the wall time of each POST /api/recognize, upload included; recall@1 on the way.
+3. throughput: `--clients` concurrent clients recognising for `--seconds`; recognitions per second and
+   the error count (any answer other than 200).
+
+Usage (after building the corpus and queries as in bench/README.md):
+  .venv/bin/python bench/rest_bench.py --corpus /work/cache/corpus/extract --queries /work/cache/queries \
+      --data-dir /work/cache/bench/rest
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def start_service(data_dir: Path, port: int) -> subprocess.Popen:
+    config = data_dir / "bench-config.json"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config.write_text(
+        json.dumps(
+            {
+                "fingerprinting": {"token": "bench-token"},
+                "recognizing": {"max_duration": 10},
+                "rate_limit": {
+                    "recognizing": "100000 per second",
+                    "fingerprinting": "100000 per second",
+                    "fetching_results": "100000 per second",
+                },
+            }
+        )
+    )
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tunescout.cli.main",
+            "up",
+            "--config",
+            str(config),
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(data_dir / "service.log", "w"),
+    )
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the service did not start; see {data_dir / 'service.log'}")
+        time.sleep(0.5)
+
+
+async def ingest(url: str, files: list[Path], jobs: int) -> dict:
+    queue: asyncio.Queue[Path] = asyncio.Queue()
+    for f in files:
+        queue.put_nowait(f)
+    codes: dict[int, int] = {}
+    audio_s = 0.0
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal audio_s
+        while not queue.empty():
+            path = queue.get_nowait()
+            r = await client.post(
+                f"{url}/api/fingerprint",
+                headers={"Authorization": "Bearer bench-token"},
+                files={"file": (path.name, path.read_bytes())},
+            )
+            codes[r.status_code] = codes.get(r.status_code, 0) + 1
+            if r.status_code == 200:
+                audio_s += r.json()["duration_seconds"]
+
+    began = time.perf_counter()
+    async with httpx.AsyncClient(timeout=900) as client:
+        await asyncio.gather(*(worker(client) for _ in range(jobs)))
+    wall = time.perf_counter() - began
+    return {
+        "files": len(files),
+        "codes": codes,
+        "audio_hours": audio_s / 3600,
+        "wall_s": wall,
+        "x_real_time": audio_s / wall if wall else 0.0,
+    }
+
+
+def recognise(client: httpx.Client, url: str, clip: Path) -> tuple[float, httpx.Response]:
+    data = clip.read_bytes()
+    began = time.perf_counter()
+    r = client.post(f"{url}/api/recognize", files={"file": (clip.name, data)})
+    return time.perf_counter() - began, r
+
+
+async def throughput(url: str, clips: list[tuple[Path, str]], clients: int, seconds: float) -> dict:
+    payloads = [(c.name, c.read_bytes()) for c, _ in clips]
+    done = errors = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def client_loop(i: int, client: httpx.AsyncClient) -> None:
+        nonlocal done, errors
+        k = i
+        while time.perf_counter() < stop_at:
+            name, data = payloads[k % len(payloads)]
+            k += clients
+            try:
+                r = await client.post(f"{url}/api/recognize", files={"file": (name, data)})
+                ok = r.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            done += ok
+            errors += not ok
+
+    began = time.perf_counter()
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        await asyncio.gather(*(client_loop(i, client) for i in range(clients)))
+    wall = time.perf_counter() - began
+    return {
+        "clients": clients,
+        "seconds": wall,
+        "recognitions": done,
+        "errors": errors,
+        "per_second": done / wall,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", type=Path, required=True, help="CACHE/extract of build_dev_corpus.sh")
+    ap.add_argument("--queries", type=Path, required=True, help="the make_queries.py output dir")
+    ap.add_argument("--data-dir", type=Path, default=Path("/work/cache/bench/rest"))
+    ap.add_argument("--port", type=int, default=18800)
+    ap.add_argument("--jobs", type=int, default=4, help="concurrent uploads while ingesting")
+    ap.add_argument("--skip-ingest", action="store_true")
+    ap.add_argument("--requests", type=int, default=300, help="sequential recognitions for p50/p99")
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench/results/rest.json")
+    args = ap.parse_args()
+
+    with (args.queries / "reference.tsv").open() as f:
+        tracks = [args.corpus / row["package"] / row["relpath"] for row in csv.DictReader(f, delimiter="\t")]
+    with (args.queries / "ground_truth.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["degradation"] == "clean" and float(r["duration_s"]) == 10]
+    clips = [(args.queries / "clips" / r["query_file"], r["source_track"]) for r in rows]
+    clips = [(p, t) for p, t in clips if t != "NONE"]
+
+    url = f"http://127.0.0.1:{args.port}"
+    process = start_service(args.data_dir, args.port)
+    report: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
+    try:
+        if not args.skip_ingest:
+            report["ingest"] = asyncio.run(ingest(url, tracks, args.jobs))
+            ing = report["ingest"]
+            print(
+                f"ingest: {ing['files']} files, {ing['audio_hours']:.2f} h in {ing['wall_s']:.0f} s = "
+                f"{ing['x_real_time']:.0f}x real time; answers {ing['codes']}"
+            )
+        titles = {Path(t).stem for _, t in clips}
+        latencies, correct = [], 0
+        with httpx.Client(timeout=60) as client:
+            for i in range(args.requests):
+                clip, track = clips[i % len(clips)]
+                seconds, r = recognise(client, url, clip)
+                latencies.append(seconds * 1000)
+                results = r.json().get("results", []) if r.status_code == 200 else []
+                correct += bool(results) and results[0]["song_name"] == Path(track).stem
+        report["latency_ms"] = {
+            "requests": args.requests,
+            "p50": percentile(latencies, 50),
+            "p99": percentile(latencies, 99),
+            "mean": statistics.fmean(latencies),
+            "recall_at_1": correct / args.requests,
+            "distinct_clips": len(clips),
+            "distinct_tracks": len(titles),
+        }
+        lat = report["latency_ms"]
+        print(
+            f"latency (10 s clip, upload included): p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, "
+            f"recall@1 {lat['recall_at_1']:.1%}"
+        )
+        report["throughput"] = asyncio.run(throughput(url, clips, args.clients, args.seconds))
+        tp = report["throughput"]
+        print(
+            f"throughput: {tp['per_second']:.1f} recognitions/s with {tp['clients']} clients, "
+            f"{tp['errors']} errors"
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
