@@ -623,11 +623,20 @@ def _unreadable_error(head: bytes, error: av.error.FFmpegError) -> NotAudioError
 
 
 class _MonoResampler:
-    """Downmix to mono float32 at one rate; rebuilt when the stream changes rate or layout mid-way."""
+    """Downmix to mono float32 at one rate; rebuilt when the stream changes rate or layout mid-way.
+
+    Decoded frames are small (20 ms of Opus, 1024 samples of PCM) and each resample call has a fixed cost
+    far above its work, so frames are gathered in a FIFO and resampled `BATCH_S` at a time. The resampler
+    streams: how its input is cut does not change its output, so the PCM (and its SHA-1) is the same.
+    """
+
+    BATCH_S = 0.25
 
     def __init__(self, sample_rate_hz: int) -> None:
         self._sample_rate_hz = sample_rate_hz
         self._resampler = self._new()
+        self._fifo: av.AudioFifo | None = None
+        self._batch = 0
 
     def _new(self) -> av.AudioResampler:
         # rematrix_maxval=1 normalises the downmix matrix: input in [-1, 1] stays in [-1, 1].
@@ -636,6 +645,25 @@ class _MonoResampler:
         )
 
     def convert(self, frame: AudioFrame) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        frame.pts = None  # the FIFO checks timestamps for continuity; the PCM does not need them
+        if self._fifo is not None:
+            try:
+                self._fifo.write(frame)
+            except ValueError:  # a new rate, layout or format: resample what came before on its own
+                out += self._resample(self._fifo.read())
+                self._fifo = None
+        if self._fifo is None:
+            self._fifo = av.AudioFifo()
+            self._fifo.write(frame)
+            self._batch = max(1, round(frame.sample_rate * self.BATCH_S))
+        if self._fifo.samples >= self._batch:
+            out += self._resample(self._fifo.read())
+        return out
+
+    def _resample(self, frame: AudioFrame | None) -> list[np.ndarray]:
+        if frame is None:
+            return []
         try:
             try:
                 out = self._resampler.resample(frame)
@@ -653,12 +681,15 @@ class _MonoResampler:
         return [_mono_samples(resampled) for resampled in out if resampled is not None]
 
     def flush(self) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        if self._fifo is not None and self._fifo.samples:
+            out += self._resample(self._fifo.read())
         try:
-            out = self._resampler.resample(None)
+            tail = self._resampler.resample(None)
         except av.error.FFmpegError as error:
             message = _ffmpeg_message(error)
             raise NotAudioError(f"ffmpeg cannot convert this audio to mono: {message}") from error
-        return [_mono_samples(resampled) for resampled in out if resampled is not None]
+        return out + [_mono_samples(resampled) for resampled in tail if resampled is not None]
 
 
 def _drop_leading(frame: AudioFrame, count: int) -> AudioFrame | None:
