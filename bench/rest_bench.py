@@ -162,6 +162,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=18800)
     ap.add_argument("--jobs", type=int, default=4, help="concurrent uploads while ingesting")
     ap.add_argument("--skip-ingest", action="store_true")
+    ap.add_argument("--ingest-only", action="store_true", help="stop after ingesting (no results written)")
     ap.add_argument("--requests", type=int, default=300, help="sequential recognitions for p50/p99")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=30.0)
@@ -170,11 +171,6 @@ def main() -> None:
 
     with (args.queries / "reference.tsv").open() as f:
         tracks = [args.corpus / row["package"] / row["relpath"] for row in csv.DictReader(f, delimiter="\t")]
-    with (args.queries / "ground_truth.csv").open() as f:
-        rows = [r for r in csv.DictReader(f) if r["degradation"] == "clean" and float(r["duration_s"]) == 10]
-    clips = [(args.queries / "clips" / r["query_file"], r["source_track"]) for r in rows]
-    clips = [(p, t) for p, t in clips if t != "NONE"]
-
     url = f"http://127.0.0.1:{args.port}"
     process = start_service(args.data_dir, args.port)
     report: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
@@ -186,6 +182,14 @@ def main() -> None:
                 f"ingest: {ing['files']} files, {ing['audio_hours']:.2f} h in {ing['wall_s']:.0f} s = "
                 f"{ing['x_real_time']:.0f}x real time; answers {ing['codes']}"
             )
+        if args.ingest_only:
+            return
+        with (args.queries / "ground_truth.csv").open() as f:
+            rows = [
+                r for r in csv.DictReader(f) if r["degradation"] == "clean" and float(r["duration_s"]) == 10
+            ]
+        clips = [(args.queries / "clips" / r["query_file"], r["source_track"]) for r in rows]
+        clips = [(p, t) for p, t in clips if t != "NONE"]
         titles = {Path(t).stem for _, t in clips}
         latencies, correct = [], 0
         with httpx.Client(timeout=60) as client:
@@ -218,6 +222,8 @@ def main() -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
+    if args.ingest_only:
+        return
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
