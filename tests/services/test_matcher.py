@@ -23,7 +23,7 @@ from tunescout.matcher.v1 import matcher_pb2_grpc as pb_grpc
 def _settings(data_dir) -> MatcherSettings:
     return MatcherSettings(
         host="127.0.0.1", port=0, config_path=None, data_dir=data_dir, shard_deadline_s=5.0,
-        cache_ttl_s=60.0, memory_cache_mb=8.0, grace_s=1.0,
+        cache_ttl_s=60.0, memory_cache_mb=8.0, compact_idle_s=0.5, grace_s=1.0,
     )  # fmt: skip
 
 

@@ -15,6 +15,12 @@ from tunescout.store import EmbeddedShard, TrackMeta
 from tunescout.store.shard import Postings
 
 
+def _rows(postings):
+    return sorted(
+        zip(postings.hash_index.tolist(), postings.track_id.tolist(), postings.offset.tolist(), strict=True)
+    )
+
+
 class SlowShard:
     """A real shard whose lookups take `delay_s` (or fail when `broken`)."""
 
@@ -99,3 +105,29 @@ def test_memory_cache_never_stores_an_answer_read_before_a_write():
 def test_store_config_is_what_handles_are_named_after():
     store = StoreConfig("x", "embedded", parse_config({}).instances[0].database)
     assert ShardHandle(0, store, lambda c: None, None).name == "x"
+
+
+def test_idle_shards_are_compacted_into_one_segment_and_answer_the_same(tmp_path):
+    store = parse_config({}).instances[0]
+    shard = EmbeddedShard(
+        tmp_path / "s", fingerprint_version=FINGERPRINT_VERSION, level0_max_tracks=1, tier_fanout=8
+    )
+    shardset = ShardSet([ShardHandle(0, store, lambda c: shard, None)], deadline_s=5.0)
+    try:
+        for name in NAMES:
+            fp = reference(name)
+            shardset.ingest(TrackMeta(fp.file_sha1, name), fp.fingerprint.hashes, fp.fingerprint.offsets)
+        summary = shard.segment_summary()
+        assert summary.level0_segments + len(summary.file_rows) > 1
+        hashes = np.unique(reference(NAMES[2]).fingerprint.hashes)
+        before = shardset.lookup(hashes, 0, FanoutReport())
+        handle = shardset.handles[0]
+        assert not handle.compact_if_idle(idle_s=60.0)  # writes are too recent
+        assert handle.compact_if_idle(idle_s=0.0)
+        summary = shard.segment_summary()
+        assert summary.level0_segments == 0 and len(summary.file_rows) == 1
+        after = shardset.lookup(hashes, 0, FanoutReport())
+        assert _rows(before) == _rows(after)
+        assert not handle.compact_if_idle(idle_s=0.0)  # nothing written since
+    finally:
+        shardset.close()
