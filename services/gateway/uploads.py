@@ -7,6 +7,7 @@ temporary file, so an upload never sits whole in memory.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -62,8 +63,6 @@ class UploadLimitMiddleware:
 
 
 async def _send_json(send: Send, status: int, body: dict) -> None:
-    import json
-
     data = json.dumps(body).encode()
     await send(
         {
