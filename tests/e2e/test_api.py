@@ -264,3 +264,35 @@ def test_rate_limits_in_redis_and_redis_down_lets_requests_through(stack):
     with httpx.Client(base_url=stack.gateway(down), timeout=60) as api:
         codes = [api.get("/api/fetch/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").status_code for _ in range(3)]
         assert codes == [404, 404, 404]  # limits are not enforced while their store is down; no 500
+
+
+def test_concurrent_uploads_lose_nothing_and_a_racing_duplicate_is_409(stack, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    config = {
+        "fingerprinting": {"token": FINGERPRINT_TOKEN},
+        "rate_limit": {"fingerprinting": "1000 per second"},
+    }
+    url = stack.gateway(config)
+    # four distinct tracks: the shipped clips slowed down 3 % (distinct audio, distinct SHA-1)
+    uploads = []
+    for name in [*STORED, UNSTORED]:
+        pcm = excerpt(name, 0.0, 30.0)
+        slowed = np.interp(np.arange(0, pcm.size, 0.97), np.arange(pcm.size), pcm).astype(np.float32)
+        uploads.append((f"{name}-slow.wav", wav_bytes(slowed)))
+    uploads.append(uploads[0])  # the same audio twice at once
+
+    def post(item):
+        with httpx.Client(timeout=120) as client:
+            return client.post(f"{url}/api/fingerprint", headers=AUTH, files={"file": item})
+
+    with ThreadPoolExecutor(len(uploads)) as pool:
+        answers = list(pool.map(post, uploads))
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [200, 200, 200, 200, 409], [a.text for a in answers]
+    with httpx.Client(base_url=url, timeout=60) as api:
+        for name, data in uploads[:4]:
+            top = best(recognize(api, data, name, start=5, duration=8))
+            assert top["song_name"] == name.removesuffix(".wav")
