@@ -188,7 +188,7 @@ def main() -> None:
             rows = [
                 r for r in csv.DictReader(f) if r["degradation"] == "clean" and float(r["duration_s"]) == 10
             ]
-        clips = [(args.queries / "clips" / r["query_file"], r["source_track"]) for r in rows]
+        clips = [(args.queries / r["query_file"], r["source_track"]) for r in rows]
         clips = [(p, t) for p, t in clips if t != "NONE"]
         titles = {Path(t).stem for _, t in clips}
         latencies, correct = [], 0

@@ -9,6 +9,7 @@ from services.fingerprinter.settings import FingerprinterSettings
 from tunescout.common import settings as env
 from tunescout.common.grpc_server import ServiceBinding, serve
 from tunescout.common.logs import setup_logging
+from tunescout.common.memory import tune_malloc
 from tunescout.fingerprinter.v1 import fingerprinter_pb2 as pb
 from tunescout.fingerprinter.v1 import fingerprinter_pb2_grpc as pb_grpc
 
@@ -23,6 +24,7 @@ def binding(servicer: FingerprinterServicer) -> ServiceBinding:
 
 def main() -> None:
     setup_logging("fingerprinter")
+    tune_malloc()
     settings = FingerprinterSettings.from_env(env.environ())
     servicer = FingerprinterServicer(settings)
     asyncio.run(

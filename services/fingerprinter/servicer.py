@@ -55,7 +55,11 @@ class FingerprinterServicer(pb_grpc.FingerprinterServiceServicer):
 
     def _new_pool(self) -> ProcessPoolExecutor:
         # spawn: a fork of a process running an event loop and gRPC threads is unsafe
-        return ProcessPoolExecutor(self._settings.workers, mp_context=multiprocessing.get_context("spawn"))
+        return ProcessPoolExecutor(
+            self._settings.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=worker.init_worker,
+        )
 
     async def Fingerprint(
         self, request_iterator: AsyncIterator[pb.FingerprintRequest], context: grpc.aio.ServicerContext

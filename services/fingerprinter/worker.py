@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tunescout.common import wire
+from tunescout.common.memory import tune_malloc
 from tunescout.engine.errors import AudioError
 from tunescout.engine.fingerprint import fingerprint_audio, fingerprint_pcm
 from tunescout.engine.params import DEFAULT_PARAMS
@@ -36,6 +37,11 @@ class WorkerRefusal:
 
     reason: str
     message: str
+
+
+def init_worker() -> None:
+    """Runs once in each new worker process."""
+    tune_malloc()
 
 
 def warm_up() -> None:

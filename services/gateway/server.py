@@ -12,12 +12,14 @@ from tunescout.common import settings as env
 from tunescout.common.config import load_config
 from tunescout.common.fingerprint_token import resolve_token
 from tunescout.common.logs import setup_logging
+from tunescout.common.memory import tune_malloc
 
 logger = logging.getLogger(__name__)
 
 
 def main() -> None:
     setup_logging("gateway")
+    tune_malloc()
     settings = GatewaySettings.from_env(env.environ())
     config = load_config(settings.config_path)
     token, created = resolve_token(config, settings.data_dir, create=True)

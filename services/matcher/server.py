@@ -10,6 +10,7 @@ from tunescout.common import settings as env
 from tunescout.common.config import load_config
 from tunescout.common.grpc_server import ServiceBinding, serve
 from tunescout.common.logs import setup_logging
+from tunescout.common.memory import tune_malloc
 from tunescout.matcher.v1 import matcher_pb2 as pb
 from tunescout.matcher.v1 import matcher_pb2_grpc as pb_grpc
 
@@ -24,6 +25,7 @@ def binding(servicer: MatcherServicer) -> ServiceBinding:
 
 def main() -> None:
     setup_logging("matcher")
+    tune_malloc()
     settings = MatcherSettings.from_env(env.environ())
     config = load_config(settings.config_path)
     servicer = MatcherServicer(config, settings)

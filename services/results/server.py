@@ -10,6 +10,7 @@ from tunescout.common import settings as env
 from tunescout.common.config import load_config
 from tunescout.common.grpc_server import ServiceBinding, serve
 from tunescout.common.logs import setup_logging
+from tunescout.common.memory import tune_malloc
 from tunescout.results.v1 import results_pb2 as pb
 from tunescout.results.v1 import results_pb2_grpc as pb_grpc
 
@@ -24,6 +25,7 @@ def binding(servicer: ResultsServicer) -> ServiceBinding:
 
 def main() -> None:
     setup_logging("results")
+    tune_malloc()
     settings = ResultsSettings.from_env(env.environ())
     config = load_config(settings.config_path)
     servicer = ResultsServicer(config, settings)
