@@ -114,6 +114,24 @@ async def ingest(url: str, files: list[Path], jobs: int) -> dict:
     }
 
 
+def _decode_seconds(path: Path) -> float:
+    from tunescout.engine.decode import decode_all
+
+    pcm, _ = decode_all(path, sample_rate_hz=8000)
+    return pcm.size / 8000
+
+
+def decode_only(files: list[Path], jobs: int) -> dict:
+    """The yardstick of ingest: decoding the same files to the engine's PCM, `jobs` processes, no service."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    began = time.perf_counter()
+    with ProcessPoolExecutor(jobs) as pool:
+        audio_s = sum(pool.map(_decode_seconds, files))
+    wall = time.perf_counter() - began
+    return {"files": len(files), "audio_hours": audio_s / 3600, "wall_s": wall, "x_real_time": audio_s / wall}
+
+
 def recognise(client: httpx.Client, url: str, clip: Path) -> tuple[float, httpx.Response]:
     data = clip.read_bytes()
     began = time.perf_counter()
@@ -172,8 +190,12 @@ def main() -> None:
     with (args.queries / "reference.tsv").open() as f:
         tracks = [args.corpus / row["package"] / row["relpath"] for row in csv.DictReader(f, delimiter="\t")]
     url = f"http://127.0.0.1:{args.port}"
-    process = start_service(args.data_dir, args.port)
     report: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
+    if not args.skip_ingest:
+        report["decode_only"] = decode_only(tracks, os.cpu_count() or 1)
+        speed = report["decode_only"]["x_real_time"]
+        print(f"decoding alone ({os.cpu_count()} processes): {speed:.0f}x real time")
+    process = start_service(args.data_dir, args.port)
     try:
         if not args.skip_ingest:
             report["ingest"] = asyncio.run(ingest(url, tracks, args.jobs))
@@ -182,6 +204,9 @@ def main() -> None:
                 f"ingest: {ing['files']} files, {ing['audio_hours']:.2f} h in {ing['wall_s']:.0f} s = "
                 f"{ing['x_real_time']:.0f}x real time; answers {ing['codes']}"
             )
+            if "decode_only" in report:
+                ing["vs_decode_only"] = ing["x_real_time"] / report["decode_only"]["x_real_time"]
+                print(f"ingest / decoding alone: {ing['vs_decode_only']:.2f}")
         if args.ingest_only:
             return
         with (args.queries / "ground_truth.csv").open() as f:
