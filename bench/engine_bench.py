@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from audiofile import write_audio
 
+from tunescout.common.memory import tune_malloc
 from tunescout.engine import hashes as hash_layout
 from tunescout.engine.decode import decode_all, open_audio
 from tunescout.engine.errors import AudioError
@@ -1019,6 +1020,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/results/engine.json"))
     ap.add_argument("--rss-child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    tune_malloc()  # as every service process does (forked workers inherit it)
     if args.rss_child:
         rss_child(args.rss_child, args.store)
         return
