@@ -37,7 +37,6 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import math
 import os
 import re
 import sqlite3
@@ -51,8 +50,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tunescout.engine import arrays
 from tunescout.engine.errors import StoreError, StoreFormatError
+from tunescout.store.checks import check_meta, check_queries, sorted_postings
 from tunescout.store.segments import (
     Segment,
     choose_dir_bits,
@@ -73,7 +72,6 @@ STORE_FORMAT_VERSION = 1  # SQLite schema + directory layout; bump on any change
 FRAME_SPACE = 1 << 32  # frame addresses are uint32
 GAP_FRAMES = 16  # frames between two tracks' ranges: an off-by-one in n_frames can never reach a neighbour
 FRAME_BLOCK_BITS = 10  # 1024-frame (16 s) blocks index the frame space: 4 bytes per block, 16 MiB when full
-MAX_TRACK_FRAMES = 1 << 24  # frames (~74 h at 16 ms); a larger offset is a caller's bug, not a long track
 SQLITE_NAME = "shard.sqlite"
 LOCK_NAME = "LOCK"
 _SEGMENT_NAME = re.compile(r"seg-\d{10}\.tsseg")
@@ -413,8 +411,8 @@ class EmbeddedShard:
         that this call triggers runs before it returns; a failing merge is logged, not raised (the track
         itself is stored).
         """
-        _check_meta(meta)
-        row_hashes, row_offsets, n_frames = _sorted_postings(hashes, offsets)
+        check_meta(meta)
+        row_hashes, row_offsets, n_frames = sorted_postings(hashes, offsets)
         with self._write_lock:
             self._check_open()
             existing = _select_live_by_sha1(self._conn(), meta.file_sha1)
@@ -475,7 +473,7 @@ class EmbeddedShard:
         Reads a snapshot: never waits for writers. Cost: two kernel passes per segment (count, then copy),
         then one table load per posting to find its track (`locate_tracks`).
         """
-        queries = _check_queries(hashes)
+        queries = check_queries(hashes)
         if max_postings_per_hash < 0:
             raise ValueError(f"max_postings_per_hash must be >= 0, got {max_postings_per_hash}")
         self._check_open()
@@ -868,57 +866,6 @@ def _connect(db_path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_size_limit = 16777216")  # bytes: truncate the WAL after a big ingest
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
-
-
-def _check_meta(meta: TrackMeta) -> None:
-    if not isinstance(meta.file_sha1, str) or not meta.file_sha1:
-        raise ValueError("TrackMeta.file_sha1 must be a non-empty string")
-    if meta.year is not None and not isinstance(meta.year, int):
-        raise ValueError(f"TrackMeta.year must be an int or None, got {meta.year!r}")
-    if not math.isfinite(meta.duration_s) or meta.duration_s < 0:
-        raise ValueError(
-            f"TrackMeta.duration_s must be a finite number of seconds >= 0, got {meta.duration_s}"
-        )
-
-
-def _as_uint32(array: np.ndarray, what: str) -> np.ndarray:
-    if array.dtype == np.uint32:
-        return array
-    if not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"{what} must be integers, got dtype {array.dtype}")
-    if array.size and (int(array.min()) < 0 or int(array.max()) > 0xFFFFFFFF):
-        raise ValueError(f"{what} must fit uint32")
-    return array.astype(np.uint32)
-
-
-def _sorted_postings(hashes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Rows (hash, offset) as uint32 arrays sorted by (hash, offset), duplicates removed; and n_frames."""
-    hashes = np.asarray(hashes)
-    offsets = np.asarray(offsets)
-    if hashes.ndim != 1 or offsets.shape != hashes.shape:
-        raise ValueError(
-            f"hashes and offsets must be 1-D and parallel, got {hashes.shape} and {offsets.shape}"
-        )
-    hashes = _as_uint32(hashes, "hashes")
-    if not np.issubdtype(offsets.dtype, np.integer):
-        raise ValueError(f"offsets must be integer frames, got dtype {offsets.dtype}")
-    if offsets.size == 0:
-        return np.empty(0, np.uint32), np.empty(0, np.uint32), 0
-    low, high = int(offsets.min()), int(offsets.max())
-    if low < 0 or high >= MAX_TRACK_FRAMES:
-        raise ValueError(f"offsets must lie in 0..{MAX_TRACK_FRAMES - 1} frames, got {low}..{high}")
-    keys = arrays.unique((hashes.astype(np.uint64) << np.uint64(32)) | offsets.astype(np.uint64))
-    return (keys >> np.uint64(32)).astype(np.uint32), keys.astype(np.uint32), high + 1
-
-
-def _check_queries(hashes: np.ndarray) -> np.ndarray:
-    queries = np.asarray(hashes)
-    if queries.ndim != 1:
-        raise ValueError(f"query hashes must be 1-D, got shape {queries.shape}")
-    queries = np.ascontiguousarray(_as_uint32(queries, "query hashes"))
-    if queries.shape[0] > 1 and not bool(np.all(queries[1:] > queries[:-1])):
-        raise ValueError("query hashes must be sorted ascending and unique (np.unique gives that)")
-    return queries
 
 
 def _lookup(snapshot: _Snapshot, queries: np.ndarray, cap: int) -> Postings:

@@ -1,0 +1,63 @@
+"""Input checks every shard backend applies the same way (tracks' metadata, fingerprints, query hashes)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tunescout.engine import arrays
+from tunescout.store.shard import TrackMeta
+
+MAX_TRACK_FRAMES = 1 << 24  # frames (~74 h at 16 ms); a larger offset is a caller's bug, not a long track
+
+
+def check_meta(meta: TrackMeta) -> None:
+    if not isinstance(meta.file_sha1, str) or not meta.file_sha1:
+        raise ValueError("TrackMeta.file_sha1 must be a non-empty string")
+    if meta.year is not None and not isinstance(meta.year, int):
+        raise ValueError(f"TrackMeta.year must be an int or None, got {meta.year!r}")
+    if not math.isfinite(meta.duration_s) or meta.duration_s < 0:
+        raise ValueError(
+            f"TrackMeta.duration_s must be a finite number of seconds >= 0, got {meta.duration_s}"
+        )
+
+
+def as_uint32(array: np.ndarray, what: str) -> np.ndarray:
+    if array.dtype == np.uint32:
+        return array
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{what} must be integers, got dtype {array.dtype}")
+    if array.size and (int(array.min()) < 0 or int(array.max()) > 0xFFFFFFFF):
+        raise ValueError(f"{what} must fit uint32")
+    return array.astype(np.uint32)
+
+
+def sorted_postings(hashes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Rows (hash, offset) as uint32 arrays sorted by (hash, offset), duplicates removed; and n_frames."""
+    hashes = np.asarray(hashes)
+    offsets = np.asarray(offsets)
+    if hashes.ndim != 1 or offsets.shape != hashes.shape:
+        raise ValueError(
+            f"hashes and offsets must be 1-D and parallel, got {hashes.shape} and {offsets.shape}"
+        )
+    hashes = as_uint32(hashes, "hashes")
+    if not np.issubdtype(offsets.dtype, np.integer):
+        raise ValueError(f"offsets must be integer frames, got dtype {offsets.dtype}")
+    if offsets.size == 0:
+        return np.empty(0, np.uint32), np.empty(0, np.uint32), 0
+    low, high = int(offsets.min()), int(offsets.max())
+    if low < 0 or high >= MAX_TRACK_FRAMES:
+        raise ValueError(f"offsets must lie in 0..{MAX_TRACK_FRAMES - 1} frames, got {low}..{high}")
+    keys = arrays.unique((hashes.astype(np.uint64) << np.uint64(32)) | offsets.astype(np.uint64))
+    return (keys >> np.uint64(32)).astype(np.uint32), keys.astype(np.uint32), high + 1
+
+
+def check_queries(hashes: np.ndarray) -> np.ndarray:
+    queries = np.asarray(hashes)
+    if queries.ndim != 1:
+        raise ValueError(f"query hashes must be 1-D, got shape {queries.shape}")
+    queries = np.ascontiguousarray(as_uint32(queries, "query hashes"))
+    if queries.shape[0] > 1 and not bool(np.all(queries[1:] > queries[:-1])):
+        raise ValueError("query hashes must be sorted ascending and unique (np.unique gives that)")
+    return queries
