@@ -1,8 +1,5 @@
-"""Opening the shards named in config.json's `instances`.
-
-Only the embedded type exists so far; ClickHouse and MySQL shards implement the same FingerprintShard
-protocol (tunescout.store.shard) and plug in here.
-"""
+"""Opening the shards named in config.json's `instances`: every backend implements the FingerprintShard
+protocol (tunescout.store.shard)."""
 
 from __future__ import annotations
 
@@ -13,7 +10,7 @@ from tunescout.engine.params import FINGERPRINT_VERSION
 from tunescout.store.embedded import EmbeddedShard
 from tunescout.store.shard import FingerprintShard
 
-SUPPORTED_TYPES = ("embedded",)
+SUPPORTED_TYPES = ("embedded", "mysql")
 
 
 def check_supported(store: StoreConfig) -> None:

@@ -20,7 +20,10 @@ from tunescout.common.grpc_errors import abort
 from tunescout.engine.errors import StoreError
 from tunescout.results.v1 import results_pb2 as pb
 from tunescout.results.v1 import results_pb2_grpc as pb_grpc
+from tunescout.store.mysql import MySQLResultStore
 from tunescout.store.results import EmbeddedResultStore
+
+ResultStore = EmbeddedResultStore | MySQLResultStore
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ class ResultsServicer(pb_grpc.ResultsServiceServicer):
     def __init__(self, config: Config, settings: ResultsSettings) -> None:
         self._config = config
         self._settings = settings
-        self._stores: list[EmbeddedResultStore] = []
+        self._stores: list[ResultStore] = []
 
     async def start(self) -> None:
         for store in self._config.results:
@@ -53,7 +56,7 @@ class ResultsServicer(pb_grpc.ResultsServiceServicer):
             await asyncio.to_thread(store.close)
         self._stores = []
 
-    def _order(self, token: str) -> list[EmbeddedResultStore]:
+    def _order(self, token: str) -> list[ResultStore]:
         home = home_index(token, len(self._stores))
         return self._stores[home:] + self._stores[:home]
 

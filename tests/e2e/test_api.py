@@ -246,7 +246,7 @@ def test_rate_limits_in_redis_and_redis_down_lets_requests_through(stack):
 
     import httpx
 
-    from tests.services.servers import REDIS_HOST, REDIS_PORT, require_redis
+    from tests.servers import REDIS_HOST, REDIS_PORT, require_redis
 
     client = require_redis(db=3)
     prefix = f"e2e-{uuid.uuid4().hex[:8]}"

@@ -11,9 +11,9 @@ from services.matcher import shardset
 from services.matcher.server import binding
 from services.matcher.servicer import MatcherServicer
 from services.matcher.settings import MatcherSettings
+from tests.servers import REDIS_HOST, REDIS_PORT, require_redis
 from tests.services.clips import NAMES, ingest_request, match_request, reference
 from tests.services.harness import ServerThread
-from tests.services.servers import REDIS_HOST, REDIS_PORT, require_redis
 from tunescout.common.config import parse_config
 from tunescout.common.grpc_errors import error_reason
 from tunescout.matcher.v1 import matcher_pb2 as pb

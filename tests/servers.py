@@ -1,0 +1,46 @@
+"""Reaching the real servers the tests use: skip with a reason when absent, fail in CI (CI=true)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import redis
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+
+def require_redis(db: int = 0) -> redis.Redis:
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"Redis is required in CI at {REDIS_HOST}:{REDIS_PORT}: {exc}")
+        pytest.skip(f"no Redis at {REDIS_HOST}:{REDIS_PORT} ({exc})")
+    return client
+
+
+MYSQL_HOST, MYSQL_PORT, MYSQL_USER = "127.0.0.1", 3306, "root"
+
+
+def require_mysql() -> None:
+    import pymysql
+
+    try:
+        pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER, connect_timeout=2).close()
+    except pymysql.MySQLError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"MySQL/MariaDB is required in CI at {MYSQL_HOST}:{MYSQL_PORT}: {exc}")
+        pytest.skip(f"no MySQL/MariaDB at {MYSQL_HOST}:{MYSQL_PORT} ({exc})")
+
+
+def drop_mysql_database(name: str) -> None:
+    import pymysql
+
+    conn = pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    finally:
+        conn.close()

@@ -1,0 +1,46 @@
+"""Every result store backend keeps results by token the same way (MariaDB for the mysql backend)."""
+
+import uuid
+
+import pytest
+
+from tests.servers import MYSQL_HOST, MYSQL_PORT, MYSQL_USER, drop_mysql_database, require_mysql
+from tunescout.engine.errors import StoreError
+from tunescout.store.mysql import MySQLResultStore
+from tunescout.store.results import EmbeddedResultStore
+
+
+@pytest.fixture(params=["embedded", "mysql"])
+def store(request, tmp_path):
+    if request.param == "embedded":
+        opened = EmbeddedResultStore(tmp_path / "r.sqlite")
+        yield opened
+        opened.close()
+        return
+    require_mysql()
+    database = f"ts_test_{uuid.uuid4().hex[:10]}"
+    opened = MySQLResultStore(host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER, database=database)
+    yield opened
+    opened.close()
+    drop_mysql_database(database)
+
+
+def test_put_get_round_trip(store):
+    result = {"status": "success", "results": [{"song_name": "Ünïcode ♪", "offset_seconds": 1.5}]}
+    store.put("T" * 32, result)
+    assert store.get("T" * 32) == result
+    assert store.get("U" * 32) is None
+
+
+def test_a_token_is_written_once(store):
+    store.put("A" * 32, {"a": 1})
+    with pytest.raises(StoreError):
+        store.put("A" * 32, {"a": 2})
+    assert store.get("A" * 32) == {"a": 1}
+
+
+def test_only_plain_json_objects(store):
+    with pytest.raises(ValueError):
+        store.put("B" * 32, {"x": float("nan")})
+    with pytest.raises(ValueError):
+        store.put("C" * 32, [1, 2])  # type: ignore[arg-type]
