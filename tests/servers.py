@@ -44,3 +44,32 @@ def drop_mysql_database(name: str) -> None:
             cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
     finally:
         conn.close()
+
+
+CLICKHOUSE_HOST, CLICKHOUSE_HTTP_PORT = "127.0.0.1", 8123
+
+
+def require_clickhouse() -> None:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(
+            f"http://{CLICKHOUSE_HOST}:{CLICKHOUSE_HTTP_PORT}/ping", timeout=2
+        ) as answer:
+            answer.read()
+    except OSError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"ClickHouse is required in CI at {CLICKHOUSE_HOST}:{CLICKHOUSE_HTTP_PORT}: {exc}")
+        pytest.skip(
+            f"no ClickHouse at {CLICKHOUSE_HOST}:{CLICKHOUSE_HTTP_PORT} ({exc}); .ci/clickhouse.sh starts one"
+        )
+
+
+def drop_clickhouse_database(name: str) -> None:
+    import clickhouse_connect
+
+    client = clickhouse_connect.get_client(host=CLICKHOUSE_HOST, port=CLICKHOUSE_HTTP_PORT, compress=False)
+    try:
+        client.command(f"DROP DATABASE IF EXISTS {name}")
+    finally:
+        client.close()

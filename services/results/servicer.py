@@ -20,23 +20,34 @@ from tunescout.common.grpc_errors import abort
 from tunescout.engine.errors import StoreError
 from tunescout.results.v1 import results_pb2 as pb
 from tunescout.results.v1 import results_pb2_grpc as pb_grpc
+from tunescout.store.clickhouse import ClickHouseResultStore
 from tunescout.store.mysql import MySQLResultStore
 from tunescout.store.results import EmbeddedResultStore
 
-ResultStore = EmbeddedResultStore | MySQLResultStore
+ResultStore = EmbeddedResultStore | MySQLResultStore | ClickHouseResultStore
+
+ResultStore = EmbeddedResultStore | MySQLResultStore | ClickHouseResultStore
 
 logger = logging.getLogger(__name__)
 
 MAX_RESULT_BYTES = 1024 * 1024
 
 
-def open_result_store(store: StoreConfig, data_dir: Path) -> EmbeddedResultStore:
+def open_result_store(store: StoreConfig, data_dir: Path) -> ResultStore:
+    """Opens (creating if missing) the result store `store` describes; StoreError when it cannot."""
+    db = store.database
+    if store.database_type == "clickhouse":
+        return ClickHouseResultStore(host=db.host, port=db.port, user=db.user, password=db.password,
+                                     database=db.database)  # fmt: skip
+    if store.database_type == "mysql":
+        return MySQLResultStore(host=db.host, port=db.port or 3306, user=db.user, password=db.password,
+                                database=db.database)  # fmt: skip
     if store.database_type != "embedded":
         raise ConfigError(
-            f"results store {store.name!r}: database_type {store.database_type!r} is not available in this "
-            'version; use "embedded" (with a "path")'
+            f"results store {store.name!r}: database_type {store.database_type!r} is not available; "
+            "use embedded, mysql or clickhouse"
         )
-    path = Path(store.database.path or f"results/{store.name}.sqlite")
+    path = Path(db.path or f"results/{store.name}.sqlite")
     return EmbeddedResultStore(path if path.is_absolute() else data_dir / path)
 
 

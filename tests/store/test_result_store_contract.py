@@ -4,25 +4,47 @@ import uuid
 
 import pytest
 
-from tests.servers import MYSQL_HOST, MYSQL_PORT, MYSQL_USER, drop_mysql_database, require_mysql
+from tests.chdb_client import ChDBClient
+from tests.servers import (
+    CLICKHOUSE_HOST,
+    CLICKHOUSE_HTTP_PORT,
+    MYSQL_HOST,
+    MYSQL_PORT,
+    MYSQL_USER,
+    drop_clickhouse_database,
+    drop_mysql_database,
+    require_clickhouse,
+    require_mysql,
+)
 from tunescout.engine.errors import StoreError
+from tunescout.store.clickhouse import ClickHouseResultStore
 from tunescout.store.mysql import MySQLResultStore
 from tunescout.store.results import EmbeddedResultStore
 
 
-@pytest.fixture(params=["embedded", "mysql"])
+@pytest.fixture(params=["embedded", "mysql", "clickhouse-18.16", "clickhouse-current"])
 def store(request, tmp_path):
+    database = f"ts_test_{uuid.uuid4().hex[:10]}"
     if request.param == "embedded":
         opened = EmbeddedResultStore(tmp_path / "r.sqlite")
         yield opened
         opened.close()
-        return
-    require_mysql()
-    database = f"ts_test_{uuid.uuid4().hex[:10]}"
-    opened = MySQLResultStore(host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER, database=database)
-    yield opened
-    opened.close()
-    drop_mysql_database(database)
+    elif request.param == "mysql":
+        require_mysql()
+        opened = MySQLResultStore(host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER, database=database)
+        yield opened
+        opened.close()
+        drop_mysql_database(database)
+    elif request.param == "clickhouse-18.16":
+        require_clickhouse()
+        opened = ClickHouseResultStore(host=CLICKHOUSE_HOST, port=CLICKHOUSE_HTTP_PORT, database=database)
+        yield opened
+        opened.close()
+        drop_clickhouse_database(database)
+    else:
+        opened = ClickHouseResultStore(database=database, client=ChDBClient(str(tmp_path / "chdb")))
+        yield opened
+        opened.close()
 
 
 def test_put_get_round_trip(store):

@@ -8,7 +8,18 @@ import numpy as np
 import pymysql
 import pytest
 
-from tests.servers import MYSQL_HOST, MYSQL_PORT, MYSQL_USER, drop_mysql_database, require_mysql
+from tests.chdb_client import ChDBClient
+from tests.servers import (
+    CLICKHOUSE_HOST,
+    CLICKHOUSE_HTTP_PORT,
+    MYSQL_HOST,
+    MYSQL_PORT,
+    MYSQL_USER,
+    drop_clickhouse_database,
+    drop_mysql_database,
+    require_clickhouse,
+    require_mysql,
+)
 from tests.services.clips import DATA, NAMES, reference
 from tunescout.engine import arrays
 from tunescout.engine.errors import StoreFormatError
@@ -16,6 +27,7 @@ from tunescout.engine.fingerprint import fingerprint_audio
 from tunescout.engine.params import FINGERPRINT_VERSION
 from tunescout.engine.peaks import Role
 from tunescout.store import EmbeddedShard, TrackMeta
+from tunescout.store.clickhouse import ClickHouseShard
 from tunescout.store.mysql import MySQLShard
 
 
@@ -25,16 +37,28 @@ def _mysql(database: str, version: int = FINGERPRINT_VERSION) -> MySQLShard:
     )
 
 
-@pytest.fixture(params=["embedded", "mysql"])
+@pytest.fixture(params=["embedded", "mysql", "clickhouse-18.16", "clickhouse-current"])
 def backend(request, tmp_path):
-    """(open a shard on the same storage again, its name)"""
+    """Opens a shard (again) on the same storage; `version` is the fingerprint version it is opened with."""
+    database = f"ts_test_{uuid.uuid4().hex[:10]}"
     if request.param == "embedded":
         yield lambda version=FINGERPRINT_VERSION: EmbeddedShard(tmp_path / "s", fingerprint_version=version)
-        return
-    require_mysql()
-    database = f"ts_test_{uuid.uuid4().hex[:10]}"
-    yield lambda version=FINGERPRINT_VERSION: _mysql(database, version)
-    drop_mysql_database(database)
+    elif request.param == "mysql":
+        require_mysql()
+        yield lambda version=FINGERPRINT_VERSION: _mysql(database, version)
+        drop_mysql_database(database)
+    elif request.param == "clickhouse-18.16":  # the server .ci/clickhouse.sh starts (Debian's package)
+        require_clickhouse()
+        server = {"host": CLICKHOUSE_HOST, "port": CLICKHOUSE_HTTP_PORT}
+        yield lambda version=FINGERPRINT_VERSION: ClickHouseShard(
+            **server, database=database, fingerprint_version=version
+        )
+        drop_clickhouse_database(database)
+    else:  # today's ClickHouse engine, in process (chDB)
+        path = str(tmp_path / "chdb")
+        yield lambda version=FINGERPRINT_VERSION: ClickHouseShard(
+            database=database, fingerprint_version=version, client=ChDBClient(path)
+        )
 
 
 def _meta(name: str) -> TrackMeta:
