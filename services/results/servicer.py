@@ -26,8 +26,6 @@ from tunescout.store.results import EmbeddedResultStore
 
 ResultStore = EmbeddedResultStore | MySQLResultStore | ClickHouseResultStore
 
-ResultStore = EmbeddedResultStore | MySQLResultStore | ClickHouseResultStore
-
 logger = logging.getLogger(__name__)
 
 MAX_RESULT_BYTES = 1024 * 1024
