@@ -73,3 +73,71 @@ def drop_clickhouse_database(name: str) -> None:
         client.command(f"DROP DATABASE IF EXISTS {name}")
     finally:
         client.close()
+
+
+class PrivateMariaDB:
+    """A MariaDB server of the test's own, in a temporary directory, that the test can stop and start again
+    (to take a shard's server away and bring it back). Skips when the binaries are missing."""
+
+    def __init__(self, directory) -> None:
+        import shutil
+        import socket
+
+        if shutil.which("mariadbd") is None or shutil.which("mariadb-install-db") is None:
+            pytest.skip("mariadbd / mariadb-install-db are not installed")
+        self.dir = directory
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.process = None
+        import getpass
+        import subprocess
+
+        self._user = getpass.getuser()
+        subprocess.run(
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={directory}/data",
+                "--skip-test-db",
+                "--auth-root-authentication-method=normal",
+                f"--user={self._user}",
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+    def start(self) -> None:
+        import subprocess
+        import time
+
+        import pymysql
+
+        self.process = subprocess.Popen(
+            [
+                "mariadbd",
+                "--no-defaults",
+                f"--datadir={self.dir}/data",
+                f"--port={self.port}",
+                "--bind-address=127.0.0.1",
+                f"--socket={self.dir}/mysqld.sock",
+                f"--user={self._user}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(f"{self.dir}/server.log", "a"),
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                pymysql.connect(host="127.0.0.1", port=self.port, user="root", connect_timeout=1).close()
+                return
+            except pymysql.MySQLError:
+                assert self.process.poll() is None, f"mariadbd exited; see {self.dir}/server.log"
+                assert time.monotonic() < deadline, "mariadbd did not start"
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(60)
+        self.process = None

@@ -267,11 +267,11 @@ def _match(shards: ShardSet, peaks: Peaks, report: FanoutReport) -> tuple[list, 
     matches = match_peaks(
         peaks,
         lambda hashes, cap: shards.lookup(hashes, cap, report),
-        shards.track_sizes,
+        lambda track_ids: shards.track_sizes(track_ids, report),
         DEFAULT_PARAMS,
         DEFAULT_MATCH_PARAMS,
     )
-    return matches, shards.tracks(m.track_id for m in matches)
+    return matches, shards.tracks((m.track_id for m in matches), report)
 
 
 def _track(stored: StoredTrack) -> pb.Track:

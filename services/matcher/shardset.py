@@ -190,9 +190,10 @@ class ShardSet:
             handle = futures[future]
             try:
                 answers[handle.index] = future.result()
-            except ShardUnavailable as exc:
+            except (ShardUnavailable, EngineError) as exc:  # the backend is down or refuses: expected faults
+                logger.warning("shard %s left out: %s", handle.name, exc)
                 report.fail(handle.name, str(exc))
-            except Exception as exc:  # any backend fault degrades the answer instead of failing it
+            except Exception as exc:  # any other fault degrades the answer instead of failing it
                 logger.exception("shard %s failed", handle.name)
                 report.fail(handle.name, f"{type(exc).__name__}: {exc}")
         return answers
@@ -225,8 +226,8 @@ class ShardSet:
             )
         return Postings(postings.hash_index, gids, postings.offset)
 
-    def tracks(self, gids: Iterable[int]) -> dict[int, StoredTrack]:
-        """Live tracks by global id; ids of shards that fail now are left out."""
+    def tracks(self, gids: Iterable[int], report: FanoutReport | None = None) -> dict[int, StoredTrack]:
+        """Live tracks by global id; ids of shards that fail now are left out (and put in `report`)."""
         by_shard: dict[int, list[int]] = {}
         for gid in gids:
             index, local = self.split_id(int(gid))
@@ -240,13 +241,15 @@ class ShardSet:
                 records = handle.shard().get_tracks(locals_)
             except (ShardUnavailable, EngineError) as exc:
                 logger.warning("shard %s: track metadata unavailable: %s", handle.name, exc)
+                if report is not None:
+                    report.fail(handle.name, f"track metadata unavailable: {exc}")
                 continue
             for local, record in records.items():
                 found[self.global_id(index, local)] = StoredTrack(handle.name, record)
         return found
 
-    def track_sizes(self, gids: Iterable[int]) -> dict[int, TrackSize]:
-        return {gid: TrackSize(n_hashes=t.track.n_hashes) for gid, t in self.tracks(gids).items()}
+    def track_sizes(self, gids: Iterable[int], report: FanoutReport | None = None) -> dict[int, TrackSize]:
+        return {gid: TrackSize(n_hashes=t.track.n_hashes) for gid, t in self.tracks(gids, report).items()}
 
     def find_by_sha1(self, file_sha1: str) -> StoredTrack | None:
         """The track stored from that audio in any shard. ShardUnavailable if a shard cannot say."""

@@ -24,11 +24,17 @@ def _wait(check, child: Child, what: str) -> None:
 
 
 class Stack:
-    """fingerprinter + matcher + results on the embedded default; `gateway(config)` adds a gateway."""
+    """fingerprinter + matcher + results (on the embedded default unless `config` names stores);
+    `gateway(config)` adds a gateway."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, config: dict | None = None) -> None:
         self.data_dir = data_dir
         common = {"TUNESCOUT_DATA_DIR": str(data_dir), "TUNESCOUT_WORKERS": "2", "TUNESCOUT_GRACE_S": "2"}
+        if config is not None:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            path = data_dir / "stores.json"
+            path.write_text(json.dumps(config))
+            common["TUNESCOUT_CONFIG"] = str(path)
         self.internal = []
         for name in ("fingerprinter", "matcher", "results"):
             port = free_port()

@@ -191,3 +191,21 @@ def test_np_rows_are_identical_types(backend):
         assert np.all(np.diff(postings.hash_index) >= 0)  # grouped by query hash
     finally:
         shard.close()
+
+
+def test_a_lookup_of_many_hashes_is_answered_whole(backend):
+    """Speed/tempo hypotheses look up some 100,000 hashes at once: more than one SQL statement may carry."""
+    shard = backend()
+    try:
+        fp = reference(NAMES[2])
+        shard.ingest(_meta(NAMES[2]), fp.fingerprint.hashes, fp.fingerprint.offsets)
+        rng = np.random.default_rng(0)
+        many = arrays.unique(
+            np.concatenate([fp.fingerprint.hashes, rng.integers(0, 2**32, 120_000, dtype=np.uint32)])
+        )
+        postings = shard.lookup(many)
+        assert len(postings) >= fp.fingerprint.hashes.size
+        stored = set(fp.fingerprint.hashes.tolist())
+        assert stored <= set(many[np.unique(postings.hash_index)].tolist())
+    finally:
+        shard.close()

@@ -40,6 +40,7 @@ RESULTS_SCHEMA_VERSION = 1
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 NATIVE_TO_HTTP_PORT = {9000: 8123, 9440: 8443}  # the README's ports are the native protocol's
 INSERT_BATCH_ROWS = 200_000
+LOOKUP_BATCH_HASHES = 10_000  # ~110 kB of SQL; ClickHouse refuses queries over max_query_size (256 kB)
 
 _TRACK_COLUMNS = (
     "track_id",
@@ -271,7 +272,12 @@ class ClickHouseShard:
             f"SELECT hash, track_id, frame FROM {self._t}.ts_fingerprints "
             f"WHERE hash IN %(hashes)s AND {self._live()}"
         )
-        rows = self._db.call("lookup", self._c.rows, sql, {"hashes": tuple(queries.tolist())})
+        rows: list[tuple] = []
+        values = queries.tolist()
+        for i in range(0, len(values), LOOKUP_BATCH_HASHES):  # within the server's max_query_size
+            rows += self._db.call(
+                "lookup", self._c.rows, sql, {"hashes": tuple(values[i : i + LOOKUP_BATCH_HASHES])}
+            )
         if not rows:
             return Postings.empty()
         found = np.array(rows, dtype=np.int64).reshape(-1, 3)

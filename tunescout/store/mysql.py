@@ -15,11 +15,12 @@ checked against `_NAME_RE`, and fixed table names.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import aiomysql
@@ -180,6 +181,17 @@ class _MySQL:
             raise StoreError(f"{self.where} is closed")
         return self._pool
 
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[aiomysql.Connection]:
+        """A pooled connection; one that failed on the wire is closed, so the pool replaces it and the
+        backend recovers by itself when the server comes back."""
+        async with self.pool.acquire() as conn:
+            try:
+                yield conn
+            except (pymysql.err.OperationalError, pymysql.err.InterfaceError, OSError):
+                conn.close()
+                raise
+
 
 def _track(row: tuple) -> TrackRecord:
     tid, sha1, title, artist, album, year, duration_s, n_hashes, created_at = row
@@ -234,7 +246,7 @@ class MySQLShard:
         return self._db.run(self._ingest(meta, row_hashes, row_frames))
 
     async def _ingest(self, meta: TrackMeta, hashes: np.ndarray, frames: np.ndarray) -> IngestOutcome:
-        async with self._db.pool.acquire() as conn:
+        async with self._db.connection() as conn:
             try:
                 async with conn.cursor() as cur:
                     existing = await self._select_sha1(cur, meta.file_sha1)
@@ -321,7 +333,7 @@ class MySQLShard:
 
     async def _lookup(self, queries: list[int]) -> list[tuple]:
         rows: list[tuple] = []
-        async with self._db.pool.acquire() as conn, conn.cursor() as cur:
+        async with self._db.connection() as conn, conn.cursor() as cur:
             for i in range(0, len(queries), LOOKUP_BATCH_HASHES):
                 part = queries[i : i + LOOKUP_BATCH_HASHES]
                 marks = ", ".join(["%s"] * len(part))
@@ -334,7 +346,7 @@ class MySQLShard:
 
     def find_by_sha1(self, file_sha1: str) -> TrackRecord | None:
         async def find() -> TrackRecord | None:
-            async with self._db.pool.acquire() as conn, conn.cursor() as cur:
+            async with self._db.connection() as conn, conn.cursor() as cur:
                 found = await self._select_sha1(cur, file_sha1)
                 await conn.rollback()
                 return found
@@ -347,7 +359,7 @@ class MySQLShard:
             return {}
 
         async def get() -> list[tuple]:
-            async with self._db.pool.acquire() as conn, conn.cursor() as cur:
+            async with self._db.connection() as conn, conn.cursor() as cur:
                 marks = ", ".join(["%s"] * len(wanted))
                 await cur.execute(
                     f"SELECT {_TRACK_COLUMNS} FROM ts_tracks WHERE track_id IN ({marks})", wanted
@@ -360,7 +372,7 @@ class MySQLShard:
 
     def delete_track(self, track_id: int) -> bool:
         async def delete() -> bool:
-            async with self._db.pool.acquire() as conn:
+            async with self._db.connection() as conn:
                 try:
                     async with conn.cursor() as cur:
                         await cur.execute("DELETE FROM ts_tracks WHERE track_id = %s", (int(track_id),))
@@ -378,7 +390,7 @@ class MySQLShard:
 
     def stats(self) -> ShardStats:
         async def stats() -> tuple:
-            async with self._db.pool.acquire() as conn, conn.cursor() as cur:
+            async with self._db.connection() as conn, conn.cursor() as cur:
                 await cur.execute("SELECT COUNT(*), COALESCE(SUM(n_hashes), 0) FROM ts_tracks")
                 n_tracks, n_hashes = await cur.fetchone()
                 await cur.execute(
@@ -427,7 +439,7 @@ class MySQLResultStore:
         encoded = json.dumps(result, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
         async def put() -> None:
-            async with self._db.pool.acquire() as conn:
+            async with self._db.connection() as conn:
                 try:
                     async with conn.cursor() as cur:
                         await cur.execute(
@@ -443,7 +455,7 @@ class MySQLResultStore:
 
     def get(self, token: str) -> dict[str, Any] | None:
         async def get() -> tuple | None:
-            async with self._db.pool.acquire() as conn, conn.cursor() as cur:
+            async with self._db.connection() as conn, conn.cursor() as cur:
                 await cur.execute("SELECT result_json FROM ts_results WHERE token = %s", (token,))
                 row = await cur.fetchone()
                 await conn.rollback()
