@@ -102,6 +102,14 @@ def test_mixed_shards_degrade_and_recover(tmp_path, mariadb):
                 assert time.monotonic() < deadline, f"the shard did not come back: {body}"
                 time.sleep(0.5)
             assert body["results"][0]["song_name"] == placed["maria"]
+
+            stack.internal[2].stop()  # the results service itself goes away
+            stack.internal[2].wait(30)
+            unsaved = recognize(api, clip(placed["ch"]), start=3, duration=8)
+            assert unsaved.status_code == 200
+            body = unsaved.json()
+            assert body["results"][0]["song_name"] == placed["ch"] and body["token"] is None
+            assert "could not be saved" in body["message"]
     finally:
         stack.stop()
         for key in ("instances", "results"):

@@ -72,7 +72,8 @@ class SQLClient(Protocol):
 
 class HTTPClient:
     """clickhouse-connect over HTTP. Compression off and column types given: ClickHouse 18.16 knows no lz4
-    request bodies and answers DESCRIBE with columns newer clients do not expect."""
+    request bodies and answers DESCRIBE with columns newer clients do not expect. No session, so that
+    several threads may query at once (a session serialises them, and refuses concurrent queries)."""
 
     def __init__(
         self, host: str, port: int, user: str | None, password: str | None, timeout_s: float
@@ -88,6 +89,7 @@ class HTTPClient:
                 username=user or "default",
                 password=password or "",
                 compress=False,
+                autogenerate_session_id=False,  # no session: the shard's threads query concurrently
                 connect_timeout=min(timeout_s, 5.0),
                 send_receive_timeout=timeout_s,
             )
