@@ -209,3 +209,24 @@ def test_a_lookup_of_many_hashes_is_answered_whole(backend):
         assert stored <= set(many[np.unique(postings.hash_index)].tolist())
     finally:
         shard.close()
+
+
+def test_export_gives_back_what_was_ingested(backend):
+    shard = backend()
+    try:
+        stored = {}
+        for name in NAMES[:3]:
+            fp = reference(name)
+            track = shard.ingest(_meta(name), fp.fingerprint.hashes, fp.fingerprint.offsets).track
+            stored[track.track_id] = fp
+        shard.delete_track(min(stored))
+        listed = shard.list_tracks()
+        assert [t.track_id for t in listed] == sorted(stored)[1:]
+        exported = shard.track_postings([t.track_id for t in listed] + [min(stored), 999])
+        assert set(exported) == {t.track_id for t in listed}
+        for track_id, (hashes, offsets) in exported.items():
+            fp = stored[track_id].fingerprint
+            order = np.lexsort((fp.offsets, fp.hashes))
+            assert np.array_equal(hashes, fp.hashes[order]) and np.array_equal(offsets, fp.offsets[order])
+    finally:
+        shard.close()

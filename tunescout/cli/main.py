@@ -57,6 +57,28 @@ def _parser() -> argparse.ArgumentParser:
     recognize.add_argument("--duration", type=float, default=None, help="seconds to use")
     recognize.add_argument("--url", default=DEFAULT_URL, help=f"the API (default: {DEFAULT_URL})")
     recognize.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    offline = "works on the stores directly: stop the services first when an embedded shard is involved"
+    for name, what in (
+        ("export", "write a shard's tracks and fingerprints to a file"),
+        ("import", "store the tracks of an export file in a shard"),
+    ):
+        cmd = sub.add_parser(name, help=f"{what} ({offline})")
+        cmd.add_argument("file", type=Path, help="the export file (a zip)")
+        cmd.add_argument("--shard", required=True, help="the instance's name (config.json `name`, or shardN)")
+        cmd.add_argument(
+            "--config", type=Path, default=None, help="config.json (default: the embedded default)"
+        )
+        cmd.add_argument(
+            "--data-dir", type=Path, default=Path("data"), help="embedded stores (default: ./data)"
+        )
+    move = sub.add_parser(
+        "move", help=f"move tracks from one shard to another of the same config ({offline})"
+    )
+    move.add_argument("--from", dest="source", required=True, help="the shard to take tracks from")
+    move.add_argument("--to", dest="target", required=True, help="the shard to put them in")
+    move.add_argument("--limit", type=int, default=None, help="move at most N tracks (default: all)")
+    move.add_argument("--config", type=Path, default=None, help="config.json")
+    move.add_argument("--data-dir", type=Path, default=Path("data"), help="embedded stores (default: ./data)")
     return parser
 
 
@@ -70,6 +92,19 @@ def main(argv: list[str] | None = None) -> int:
         from tunescout.cli.index import run_index
 
         return run_index(args.paths, args.url, args.token, args.data_dir, args.jobs, args.state)
+    if args.command in ("export", "import", "move"):
+        from tunescout.cli.shards import run_shard_command
+
+        return run_shard_command(
+            args.command,
+            args.config,
+            args.data_dir,
+            shard=getattr(args, "shard", None),
+            file=getattr(args, "file", None),
+            source=getattr(args, "source", None),
+            target=getattr(args, "target", None),
+            limit=getattr(args, "limit", None),
+        )
     from tunescout.cli.recognize import run_recognize
 
     return run_recognize(args.file, args.start, args.duration, args.url, args.json)

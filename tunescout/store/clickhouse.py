@@ -333,6 +333,26 @@ class ClickHouseShard:
             )
         return True
 
+    def list_tracks(self) -> list[TrackRecord]:
+        return self._tracks("1 = 1", {})
+
+    def track_postings(self, track_ids: Iterable[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        live = sorted(self.get_tracks(track_ids))
+        if not live:
+            return {}
+        rows = self._db.call(
+            "export", self._c.rows,
+            f"SELECT track_id, hash, frame FROM {self._t}.ts_fingerprints WHERE track_id IN %(ids)s "
+            "ORDER BY track_id, hash, frame",
+            {"ids": tuple(live)},
+        )  # fmt: skip
+        found = np.array(rows, dtype=np.int64).reshape(-1, 3)
+        out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for track_id in live:
+            mine = found[found[:, 0] == track_id]
+            out[track_id] = (mine[:, 1].astype(np.uint32), mine[:, 2].astype(np.int32))
+        return out
+
     def purge_orphans(self) -> None:
         """Drop postings of ids that never got their track row (an ingest that died half-way)."""
         t = self._t

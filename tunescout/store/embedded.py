@@ -56,6 +56,7 @@ from tunescout.store.segments import (
     Segment,
     choose_dir_bits,
     count_live_postings,
+    decode_hashes,
     encode_segment,
     fsync_directory,
     gather_values,
@@ -73,6 +74,7 @@ FRAME_SPACE = 1 << 32  # frame addresses are uint32
 GAP_FRAMES = 16  # frames between two tracks' ranges: an off-by-one in n_frames can never reach a neighbour
 FRAME_BLOCK_BITS = 10  # 1024-frame (16 s) blocks index the frame space: 4 bytes per block, 16 MiB when full
 SQLITE_NAME = "shard.sqlite"
+EXPORT_CHUNK_ROWS = 1 << 22  # rows of a segment scanned at once by track_postings (about 40 MB)
 LOCK_NAME = "LOCK"
 _SEGMENT_NAME = re.compile(r"seg-\d{10}\.tsseg")
 _SEGMENT_TMP = re.compile(r"seg-\d{10}\.tsseg\.tmp")
@@ -533,6 +535,60 @@ class EmbeddedShard:
             except FileNotFoundError:
                 pass
         return ShardStats(n_tracks=n_tracks, n_hashes=n_hashes, bytes_on_disk=nbytes)
+
+    def list_tracks(self) -> list[TrackRecord]:
+        with self._read_lock:
+            self._check_open()
+            rows = (
+                self._read_conn().execute(_SELECT_TRACK + " WHERE deleted = 0 ORDER BY track_id").fetchall()
+            )
+        return [_track_record(row) for row in rows]
+
+    def track_postings(self, track_ids: Iterable[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """One pass over every segment, `EXPORT_CHUNK_ROWS` rows at a time, keeping the rows whose frame
+        address falls in a wanted track's range."""
+        wanted = sorted({int(t) for t in track_ids})
+        if not wanted:
+            return {}
+        with self._read_lock:
+            self._check_open()
+            rows = (
+                self._read_conn()
+                .execute(
+                    "SELECT track_id, base_frame, n_frames FROM tracks "
+                    "WHERE deleted = 0 AND track_id IN (SELECT value FROM json_each(?)) ORDER BY base_frame",
+                    (json.dumps(wanted),),
+                )
+                .fetchall()
+            )
+        if not rows:
+            return {}
+        ids = np.array([r[0] for r in rows], np.int64)
+        starts = np.array([r[1] for r in rows], np.int64)
+        ends = starts + np.array([r[2] for r in rows], np.int64)
+        parts: dict[int, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+        for segment in self._snapshot.segments:
+            low_bits = segment.layout.low_bits
+            for a in range(0, segment.n_rows, EXPORT_CHUNK_ROWS):
+                b = min(segment.n_rows, a + EXPORT_CHUNK_ROWS)
+                values = segment.values[a:b].astype(np.int64)
+                which = np.searchsorted(starts, values, side="right") - 1
+                keep = (which >= 0) & (values < ends[np.maximum(which, 0)])
+                if not keep.any():
+                    continue
+                hashes = np.empty(b - a, np.uint32)
+                decode_hashes(segment.directory, segment.low, low_bits, a, b, hashes)
+                rows_kept = np.flatnonzero(keep)
+                for t in np.unique(which[rows_kept]):
+                    mine = rows_kept[which[rows_kept] == t]
+                    parts[int(ids[t])].append((hashes[mine], (values[mine] - starts[t]).astype(np.int32)))
+        out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for track_id, pieces in parts.items():
+            h = np.concatenate([p[0] for p in pieces])
+            o = np.concatenate([p[1] for p in pieces])
+            order = np.lexsort((o, h))
+            out[track_id] = (h[order], o[order])
+        return out
 
     def close(self) -> None:
         """Wait for a running merge, then release connections, mapped files and the directory lock."""

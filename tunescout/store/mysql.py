@@ -403,6 +403,37 @@ class MySQLShard:
 
         return ShardStats(*self._db.run(stats()))
 
+    def list_tracks(self) -> list[TrackRecord]:
+        async def tracks() -> list[tuple]:
+            async with self._db.connection() as conn, conn.cursor() as cur:
+                await cur.execute(f"SELECT {_TRACK_COLUMNS} FROM ts_tracks ORDER BY track_id")
+                rows = await cur.fetchall()
+                await conn.rollback()
+                return rows
+
+        return [_track(r) for r in self._db.run(tracks())]
+
+    def track_postings(self, track_ids: Iterable[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        wanted = sorted({int(t) for t in track_ids})
+        live = set(self.get_tracks(wanted))
+
+        async def postings() -> dict[int, list[tuple]]:
+            out: dict[int, list[tuple]] = {}
+            async with self._db.connection() as conn, conn.cursor() as cur:
+                for track_id in sorted(live):
+                    await cur.execute(
+                        "SELECT hash, frame FROM ts_fingerprints WHERE track_id = %s ORDER BY hash, frame",
+                        (track_id,),
+                    )
+                    out[track_id] = list(await cur.fetchall())
+                await conn.rollback()
+            return out
+
+        return {
+            t: (np.array([r[0] for r in rows], np.uint32), np.array([r[1] for r in rows], np.int32))
+            for t, rows in self._db.run(postings()).items()
+        }
+
     def close(self) -> None:
         self._db.close()
 

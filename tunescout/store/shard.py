@@ -116,6 +116,15 @@ class FingerprintShard(Protocol):
         """Counts without scanning fingerprints."""
         ...
 
+    def list_tracks(self) -> list[TrackRecord]:
+        """Every live track, by ascending id (for export)."""
+        ...
+
+    def track_postings(self, track_ids: Iterable[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """The stored fingerprints of live tracks: id -> (hashes uint32, offsets int32), sorted by (hash,
+        offset). A scan: meant for export, not for the request path. Unknown or deleted ids are left out."""
+        ...
+
     def close(self) -> None:
         """Release files, connections and locks. Idempotent."""
         ...
