@@ -11,6 +11,7 @@ import numpy as np
 import redis
 
 from services.matcher.cache import LookupCache, MemoryLookupCache, RedisLookupCache
+from services.matcher.ingest_lock import IngestBusy, LocalIngestLocks, RedisIngestLocks
 from services.matcher.settings import MatcherSettings
 from services.matcher.shards import check_supported, open_shard
 from services.matcher.shardset import (
@@ -52,7 +53,15 @@ def build_shardset(config: Config, settings: MatcherSettings) -> ShardSet:
             cache = MemoryLookupCache(int(settings.memory_cache_mb * 1024 * 1024), settings.cache_ttl_s)
         data_dir: Path = settings.data_dir
         handles.append(ShardHandle(index, store, lambda s, d=data_dir: open_shard(s, d), cache))
-    return ShardSet(handles, settings.shard_deadline_s)
+    locks: LocalIngestLocks = LocalIngestLocks()
+    if config.redis is not None:
+        client = redis.Redis.from_url(
+            config.redis.url(config.rate_limits.redis_db_index),
+            socket_timeout=1.0,
+            socket_connect_timeout=1.0,
+        )
+        locks = RedisIngestLocks(client, config.redis.prefix)
+    return ShardSet(handles, settings.shard_deadline_s, locks)
 
 
 class MatcherServicer(pb_grpc.MatcherServiceServicer):
@@ -157,6 +166,8 @@ class MatcherServicer(pb_grpc.MatcherServiceServicer):
                 "SHARD_UNAVAILABLE",
                 f"cannot store the track now: {exc}",
             )
+        except IngestBusy as exc:
+            await abort(context, grpc.StatusCode.UNAVAILABLE, "INGEST_BUSY", f"{exc}; try again shortly")
         except (StoreError, ValueError) as exc:
             logger.exception("ingest of %s failed", track_meta.file_sha1)
             await abort(context, grpc.StatusCode.INTERNAL, "STORE_FAILED", f"storing the track failed: {exc}")

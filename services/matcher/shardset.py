@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from services.matcher.cache import LookupCache, query_key
+from services.matcher.ingest_lock import LocalIngestLocks
 from tunescout.common.config import StoreConfig
 from tunescout.engine.errors import EngineError
 from tunescout.engine.match import TrackSize
@@ -157,13 +158,15 @@ class StoredTrack:
 class ShardSet:
     """The matcher's shards. Thread-safe; every method blocks (call it from a worker thread)."""
 
-    def __init__(self, handles: list[ShardHandle], deadline_s: float) -> None:
+    def __init__(
+        self, handles: list[ShardHandle], deadline_s: float, ingest_locks: LocalIngestLocks | None = None
+    ) -> None:
         if not handles:
             raise ValueError("at least one shard is needed")
         self.handles = handles
         self.deadline_s = deadline_s
         self._pool = cf.ThreadPoolExecutor(max(4, 2 * len(handles)), thread_name_prefix="shard")
-        self._sha1_locks = [threading.Lock() for _ in range(64)]
+        self._ingest_locks = ingest_locks or LocalIngestLocks()
 
     def global_id(self, shard_index: int, track_id: int) -> int:
         return track_id * len(self.handles) + shard_index
@@ -268,7 +271,7 @@ class ShardSet:
         Returns the stored track and whether it was there already. Every shard must answer the sha1 check
         (otherwise ShardUnavailable: storing it could make a duplicate).
         """
-        with self._sha1_locks[hash(meta.file_sha1) % len(self._sha1_locks)]:
+        with self._ingest_locks.hold(meta.file_sha1):
             existing = self.find_by_sha1(meta.file_sha1)
             if existing is not None:
                 return existing, True
@@ -286,7 +289,7 @@ class ShardSet:
 
     def delete(self, file_sha1: str) -> StoredTrack | None:
         """Delete the track stored from that audio, wherever it is; None if no shard holds it."""
-        with self._sha1_locks[hash(file_sha1) % len(self._sha1_locks)]:
+        with self._ingest_locks.hold(file_sha1):
             found = self.find_by_sha1(file_sha1)
             if found is None:
                 return None
