@@ -303,8 +303,10 @@ def test_ctrl_c_stops_cleanly_with_a_summary_and_the_next_run_resumes(
     state = tmp_path / "state.jsonl"
 
     def press_ctrl_c() -> None:
-        if stand_in.slow_arrived.wait(5):  # a.mp3 is done, slow.mp3 is in flight
+        if stand_in.slow_arrived.wait(60):  # a.mp3 is done, slow.mp3 is in flight
             os.kill(os.getpid(), signal.SIGINT)
+        else:
+            stand_in.release_slow.set()  # never hang the suite: the assertions below fail instead
 
     presser = threading.Thread(target=press_ctrl_c)
     presser.start()
