@@ -17,6 +17,7 @@ import enum
 import hashlib
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -335,15 +336,40 @@ async def _index_all(
             summary.uploaded += 1
             bar.update(1)
 
+    # Ctrl-C through the loop's own handler: it wakes the loop (set_wakeup_fd) whichever thread the signal
+    # lands on; asyncio.run's default handler does not, and could leave the loop asleep in epoll for minutes
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    interrupted = False
+
+    def on_sigint() -> None:
+        nonlocal interrupted
+        interrupted = True
+        if main is not None:
+            main.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+        handled = True
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+        handled = False
     stopped: RunStopped | None = None
     limits = httpx.Limits(max_connections=jobs, max_keepalive_connections=jobs)
-    async with httpx.AsyncClient(timeout=UPLOAD_TIMEOUT, limits=limits) as client:
-        try:
-            async with asyncio.TaskGroup() as group:
-                for _ in range(min(jobs, len(tracks))):
-                    group.create_task(worker(client))
-        except* RunStopped as errors:
-            stopped = RunStopped(str(errors.exceptions[0]))
+    try:
+        async with httpx.AsyncClient(timeout=UPLOAD_TIMEOUT, limits=limits) as client:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for _ in range(min(jobs, len(tracks))):
+                        group.create_task(worker(client))
+            except* RunStopped as errors:
+                stopped = RunStopped(str(errors.exceptions[0]))
+    except asyncio.CancelledError:
+        if interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        if handled:
+            loop.remove_signal_handler(signal.SIGINT)
     if stopped is not None:
         raise stopped
 
