@@ -27,11 +27,22 @@ class IngestBusy(Exception):
 
 class LocalIngestLocks:
     def __init__(self, stripes: int = 64) -> None:
-        self._locks = [threading.Lock() for _ in range(stripes)]
+        self._stripes = [threading.Lock() for _ in range(stripes)]
+        self._named: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _lock(self, key: str) -> threading.Lock:
+        # a file_sha1 takes one of a fixed set of striped locks; other keys (`shard-ids:<shard>`, always
+        # taken while a sha1 is held, never the other way) have locks of their own: no cycle can form
+        if not key.startswith("shard-ids:"):
+            return self._stripes[zlib.crc32(key.encode()) % len(self._stripes)]
+        with self._guard:
+            return self._named.setdefault(key, threading.Lock())
 
     @contextmanager
-    def hold(self, file_sha1: str) -> Iterator[None]:
-        with self._locks[zlib.crc32(file_sha1.encode()) % len(self._locks)]:
+    def hold(self, key: str) -> Iterator[None]:
+        """Exclusive use of `key` (a file_sha1, or `shard-ids:<shard>`) in this process."""
+        with self._lock(key):
             yield
 
 

@@ -282,7 +282,13 @@ class ShardSet:
             index = min(stats, key=lambda i: (stats[i].n_hashes, i))  # type: ignore[attr-defined]
             handle = self.handles[index]
             try:
-                outcome: IngestOutcome = handle.shard().ingest(meta, hashes, offsets)
+                if handle.config.database_type == "clickhouse":
+                    # ClickHouse hands out track ids as max + 1 (it has no sequences): writers of one shard
+                    # take turns, across matcher replicas too when the locks live in Redis
+                    with self._ingest_locks.hold(f"shard-ids:{handle.name}"):
+                        outcome: IngestOutcome = handle.shard().ingest(meta, hashes, offsets)
+                else:
+                    outcome = handle.shard().ingest(meta, hashes, offsets)
             finally:
                 handle.invalidate()
             return StoredTrack(handle.name, outcome.track), outcome.already_present
