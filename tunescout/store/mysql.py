@@ -316,10 +316,9 @@ class MySQLShard:
         queries = check_queries(hashes)
         if queries.size == 0:
             return Postings.empty()
-        rows = self._db.run(self._lookup(queries.tolist()))
-        if not rows:
+        found = self._db.run(self._lookup(queries.tolist()))
+        if found.shape[0] == 0:
             return Postings.empty()
-        found = np.array(rows, dtype=np.int64).reshape(-1, 3)
         hash_index = np.searchsorted(queries, found[:, 0].astype(np.uint32)).astype(np.int32)
         order = np.argsort(hash_index, kind="stable")
         hash_index, found = hash_index[order], found[order]
@@ -331,18 +330,27 @@ class MySQLShard:
             hash_index=hash_index, track_id=found[:, 1].copy(), offset=found[:, 2].astype(np.int32)
         )
 
-    async def _lookup(self, queries: list[int]) -> list[tuple]:
-        rows: list[tuple] = []
+    async def _lookup(self, queries: list[int]) -> np.ndarray:
+        """(n, 3) int64 rows (hash, track_id, frame). Each batch comes back as ONE text value built by
+        GROUP_CONCAT and parsed by NumPy in C: PyMySQL's per-row parsing cost ~1 us per value."""
+        parts: list[np.ndarray] = []
         async with self._db.connection() as conn, conn.cursor() as cur:
+            await cur.execute("SET SESSION group_concat_max_len = %s", (1 << 30,))
             for i in range(0, len(queries), LOOKUP_BATCH_HASHES):
                 part = queries[i : i + LOOKUP_BATCH_HASHES]
                 marks = ", ".join(["%s"] * len(part))
                 await cur.execute(
-                    f"SELECT hash, track_id, frame FROM ts_fingerprints WHERE hash IN ({marks})", part
+                    "SELECT GROUP_CONCAT(hash, ',', track_id, ',', frame SEPARATOR ',') "
+                    f"FROM ts_fingerprints WHERE hash IN ({marks})",
+                    part,
                 )
-                rows.extend(await cur.fetchall())
+                (text,) = await cur.fetchone()
+                if text:
+                    parts.append(np.fromstring(text, dtype=np.int64, sep=","))
             await conn.rollback()  # end the read snapshot so the next lookup sees new tracks
-        return rows
+        if not parts:
+            return np.empty((0, 3), np.int64)
+        return np.concatenate(parts).reshape(-1, 3)
 
     def find_by_sha1(self, file_sha1: str) -> TrackRecord | None:
         async def find() -> TrackRecord | None:
