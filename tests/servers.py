@@ -141,3 +141,58 @@ class PrivateMariaDB:
             self.process.terminate()
             self.process.wait(60)
         self.process = None
+
+
+class PrivateRedis:
+    """A Redis server of the test's own (no persistence) that the test can stop and start again."""
+
+    def __init__(self, directory) -> None:
+        import shutil
+        import socket
+
+        if shutil.which("redis-server") is None:
+            pytest.skip("redis-server is not installed")
+        self.dir = directory
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.process = None
+
+    def start(self) -> None:
+        import subprocess
+        import time
+
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.RedisError:
+                assert self.process.poll() is None and time.monotonic() < deadline, (
+                    "redis-server did not start"
+                )
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(20)
+        self.process = None

@@ -131,3 +131,37 @@ def test_idle_shards_are_compacted_into_one_segment_and_answer_the_same(tmp_path
         assert not handle.compact_if_idle(idle_s=0.0)  # nothing written since
     finally:
         shardset.close()
+
+
+def test_redis_cache_goes_away_and_is_used_again_when_it_returns(tmp_path, monkeypatch):
+    import redis
+
+    from services.matcher.cache import RedisLookupCache
+    from tests.servers import PrivateRedis
+
+    monkeypatch.setattr(RedisLookupCache, "RETRY_AFTER_S", 0.2)
+    server = PrivateRedis(tmp_path)
+    server.start()
+    client = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+    cache = RedisLookupCache(client, "t", "a", ttl_s=60)
+    store = parse_config({}).instances[0]
+    shard = EmbeddedShard(tmp_path / "s", fingerprint_version=FINGERPRINT_VERSION)
+    fp = reference(NAMES[0])
+    shard.ingest(TrackMeta(fp.file_sha1, NAMES[0]), fp.fingerprint.hashes, fp.fingerprint.offsets)
+    shardset = ShardSet([ShardHandle(0, store, lambda c: shard, cache)], deadline_s=5.0)
+    hashes = np.unique(fp.fingerprint.hashes[:2000])
+    try:
+        want = _rows(shardset.lookup(hashes, 0, FanoutReport()))
+        assert client.keys("t:lookup:*")  # cached
+        server.stop()
+        report = FanoutReport()
+        assert _rows(shardset.lookup(hashes, 0, report)) == want and not report.unavailable  # bypassed
+        shardset.handles[0].invalidate()  # a write while Redis is away: the bump waits for its return
+        server.start()  # empty: a new server (a restarted one would keep the old generation)
+        time.sleep(0.3)
+        assert _rows(shardset.lookup(hashes, 0, FanoutReport())) == want
+        assert client.keys("t:lookup:*"), "the cache is not used again"
+        assert int(client.get("t:generation:v1:a")) >= 1  # the pending generation bump was applied first
+    finally:
+        shardset.close()
+        server.stop()
