@@ -80,6 +80,7 @@ def hashes_from_peaks(
         params.pair_df_max_cells,
         hashes.KERNEL_LAYOUT,
     )
+    del landmarks, cells  # the triplets (12 bytes each) are freed before the dedup below peaks in memory
     if role is Role.REFERENCE:
         # the same landmark twice adds nothing to a track's evidence
         key = arrays.unique((h.astype(np.uint64) << np.uint64(32)) | off.astype(np.uint32).astype(np.uint64))
