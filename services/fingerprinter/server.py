@@ -23,9 +23,9 @@ def binding(servicer: FingerprinterServicer) -> ServiceBinding:
 
 
 def main() -> None:
-    setup_logging("fingerprinter")
-    tune_malloc()
     settings = FingerprinterSettings.from_env(env.environ())
+    setup_logging("fingerprinter", settings.log_format)
+    tune_malloc()
     servicer = FingerprinterServicer(settings)
     asyncio.run(
         serve(

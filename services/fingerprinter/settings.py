@@ -19,6 +19,8 @@ class FingerprinterSettings:
     spool_dir: Path | None  # TUNESCOUT_SPOOL_DIR: where uploads are spooled for the workers (default: tmp)
     grace_s: float  # TUNESCOUT_GRACE_S: how long calls in flight may finish after SIGTERM
 
+    log_format: str = "auto"  # TUNESCOUT_LOG_FORMAT: json, text, or auto (json unless stderr is a terminal)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> FingerprinterSettings:
         return cls(
@@ -28,4 +30,5 @@ class FingerprinterSettings:
             max_upload_bytes=int(s.number(env, "MAX_UPLOAD_MB", 2048) * 1024 * 1024),
             spool_dir=s.path(env, "SPOOL_DIR", None),
             grace_s=s.number(env, "GRACE_S", 10.0),
+            log_format=s.optional_str(env, "LOG_FORMAT", "auto") or "auto",
         )

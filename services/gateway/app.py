@@ -14,6 +14,7 @@ from services.gateway.ratelimit import RateLimiter
 from services.gateway.routes import fetch, fingerprint, health, recognize
 from services.gateway.settings import GatewaySettings
 from services.gateway.state import GatewayState
+from services.gateway.tracing import RequestIdMiddleware
 from services.gateway.uploads import UploadLimitMiddleware
 from tunescout.common.config import Config
 
@@ -42,12 +43,13 @@ def create_app(settings: GatewaySettings, config: Config, fingerprint_token: str
     # added last = outermost: CORS headers go on every answer, errors and 413s included
     app.add_middleware(UploadLimitMiddleware, max_bytes=config.max_file_size_bytes)
     app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # outside the others: errors and 413s carry the id too
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(config.allowed_origins),
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "X-Requested-With"],
-        expose_headers=["Retry-After"],
+        expose_headers=["Retry-After", "X-Request-ID"],
         max_age=600,
     )
     return app

@@ -13,6 +13,7 @@ import grpc
 from services.gateway.errors import ApiError
 from tunescout.common.grpc_errors import error_reason
 from tunescout.common.grpc_server import channel
+from tunescout.common.request_id import outgoing_metadata
 from tunescout.fingerprinter.v1 import fingerprinter_pb2 as fp_pb
 from tunescout.fingerprinter.v1 import fingerprinter_pb2_grpc as fp_grpc
 from tunescout.matcher.v1 import matcher_pb2 as m_pb
@@ -64,19 +65,21 @@ class Backends:
                 yield fp_pb.FingerprintRequest(audio_chunk=chunk)
 
         try:
-            return await self.fingerprinter.Fingerprint(requests(), timeout=timeout_s)
+            return await self.fingerprinter.Fingerprint(
+                requests(), timeout=timeout_s, metadata=outgoing_metadata()
+            )
         except grpc.aio.AioRpcError as exc:
             raise _api_error("fingerprinter", exc) from None
 
     async def match(self, request: m_pb.MatchRequest, timeout_s: float) -> m_pb.MatchResponse:
         try:
-            return await self.matcher.Match(request, timeout=timeout_s)
+            return await self.matcher.Match(request, timeout=timeout_s, metadata=outgoing_metadata())
         except grpc.aio.AioRpcError as exc:
             raise _api_error("matcher", exc) from None
 
     async def ingest(self, request: m_pb.IngestRequest, timeout_s: float) -> m_pb.IngestResponse:
         try:
-            return await self.matcher.Ingest(request, timeout=timeout_s)
+            return await self.matcher.Ingest(request, timeout=timeout_s, metadata=outgoing_metadata())
         except grpc.aio.AioRpcError as exc:
             raise _api_error("matcher", exc) from None
 
@@ -84,7 +87,9 @@ class Backends:
         """The new token; ApiError when the results service cannot store it."""
         try:
             response = await self.results.Put(
-                r_pb.PutRequest(result_json=json.dumps(result)), timeout=timeout_s
+                r_pb.PutRequest(result_json=json.dumps(result)),
+                timeout=timeout_s,
+                metadata=outgoing_metadata(),
             )
         except grpc.aio.AioRpcError as exc:
             raise _api_error("results", exc) from None
@@ -92,7 +97,9 @@ class Backends:
 
     async def get_result(self, token: str, timeout_s: float) -> dict[str, Any]:
         try:
-            response = await self.results.Get(r_pb.GetRequest(token=token), timeout=timeout_s)
+            response = await self.results.Get(
+                r_pb.GetRequest(token=token), timeout=timeout_s, metadata=outgoing_metadata()
+            )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise ResultNotFound(token) from None

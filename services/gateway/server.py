@@ -18,9 +18,9 @@ logger = logging.getLogger(__name__)
 
 
 def main() -> None:
-    setup_logging("gateway")
-    tune_malloc()
     settings = GatewaySettings.from_env(env.environ())
+    setup_logging("gateway", settings.log_format)
+    tune_malloc()
     config = load_config(settings.config_path)
     token, created = resolve_token(config, settings.data_dir, create=True)
     if created:

@@ -24,6 +24,8 @@ class GatewaySettings:
     ingest_timeout_s: float  # TUNESCOUT_INGEST_TIMEOUT_S: deadline of each backend call of a fingerprinting
     forwarded_allow_ips: str  # TUNESCOUT_FORWARDED_ALLOW_IPS: proxies whose X-Forwarded-For is trusted
 
+    log_format: str = "auto"  # TUNESCOUT_LOG_FORMAT: json, text, or auto (json unless stderr is a terminal)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
         return cls(
@@ -37,4 +39,5 @@ class GatewaySettings:
             recognize_timeout_s=s.number(env, "RECOGNIZE_TIMEOUT_S", 30.0),
             ingest_timeout_s=s.number(env, "INGEST_TIMEOUT_S", 900.0),
             forwarded_allow_ips=s.optional_str(env, "FORWARDED_ALLOW_IPS", "127.0.0.1") or "127.0.0.1",
+            log_format=s.optional_str(env, "LOG_FORMAT", "auto") or "auto",
         )

@@ -24,9 +24,9 @@ def binding(servicer: MatcherServicer) -> ServiceBinding:
 
 
 def main() -> None:
-    setup_logging("matcher")
-    tune_malloc()
     settings = MatcherSettings.from_env(env.environ())
+    setup_logging("matcher", settings.log_format)
+    tune_malloc()
     config = load_config(settings.config_path)
     servicer = MatcherServicer(config, settings)
     asyncio.run(

@@ -23,6 +23,8 @@ class MatcherSettings:
     )
     grace_s: float  # TUNESCOUT_GRACE_S
 
+    log_format: str = "auto"  # TUNESCOUT_LOG_FORMAT: json, text, or auto (json unless stderr is a terminal)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> MatcherSettings:
         return cls(
@@ -35,4 +37,5 @@ class MatcherSettings:
             memory_cache_mb=s.number(env, "MEMORY_CACHE_MB", 64.0),
             compact_idle_s=s.number(env, "COMPACT_IDLE_S", 30.0),
             grace_s=s.number(env, "GRACE_S", 10.0),
+            log_format=s.optional_str(env, "LOG_FORMAT", "auto") or "auto",
         )

@@ -24,9 +24,9 @@ def binding(servicer: ResultsServicer) -> ServiceBinding:
 
 
 def main() -> None:
-    setup_logging("results")
-    tune_malloc()
     settings = ResultsSettings.from_env(env.environ())
+    setup_logging("results", settings.log_format)
+    tune_malloc()
     config = load_config(settings.config_path)
     servicer = ResultsServicer(config, settings)
     asyncio.run(

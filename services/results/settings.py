@@ -17,6 +17,8 @@ class ResultsSettings:
     data_dir: Path  # TUNESCOUT_DATA_DIR: where embedded result stores with relative paths live
     grace_s: float  # TUNESCOUT_GRACE_S
 
+    log_format: str = "auto"  # TUNESCOUT_LOG_FORMAT: json, text, or auto (json unless stderr is a terminal)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ResultsSettings:
         return cls(
@@ -25,4 +27,5 @@ class ResultsSettings:
             config_path=s.path(env, "CONFIG", None),
             data_dir=s.path(env, "DATA_DIR", "data") or Path("data"),
             grace_s=s.number(env, "GRACE_S", 10.0),
+            log_format=s.optional_str(env, "LOG_FORMAT", "auto") or "auto",
         )

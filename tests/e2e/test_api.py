@@ -167,6 +167,13 @@ def test_bad_uploads_are_400(api):
     assert_error(recognize(api, wav_bytes(excerpt(STORED[0], 0, 0.5)), "short.wav"), 400)
 
 
+def test_every_answer_carries_a_request_id(api):
+    mine = api.get("/api/fetch/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", headers={"X-Request-ID": "client-req-1"})
+    assert mine.headers["x-request-id"] == "client-req-1"
+    fresh = api.get("/api/nothing-here")
+    assert len(fresh.headers["x-request-id"]) == 32
+
+
 def test_unknown_token_and_routes_are_json_404_and_405(api):
     assert_error(api.get("/api/fetch/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), 404)
     assert_error(api.get("/api/nothing-here"), 404)
