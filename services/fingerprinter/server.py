@@ -10,6 +10,7 @@ from tunescout.common import settings as env
 from tunescout.common.grpc_server import ServiceBinding, serve
 from tunescout.common.logs import setup_logging
 from tunescout.common.memory import tune_malloc
+from tunescout.common.metrics import start_metrics
 from tunescout.fingerprinter.v1 import fingerprinter_pb2 as pb
 from tunescout.fingerprinter.v1 import fingerprinter_pb2_grpc as pb_grpc
 
@@ -26,6 +27,7 @@ def main() -> None:
     settings = FingerprinterSettings.from_env(env.environ())
     setup_logging("fingerprinter", settings.log_format)
     tune_malloc()
+    start_metrics(settings.metrics_port)
     servicer = FingerprinterServicer(settings)
     asyncio.run(
         serve(

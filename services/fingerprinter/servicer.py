@@ -22,6 +22,7 @@ import grpc
 from services.fingerprinter import worker
 from services.fingerprinter.settings import FingerprinterSettings
 from tunescout.common.grpc_errors import abort
+from tunescout.common.metrics import FINGERPRINT_JOBS
 from tunescout.engine.params import DEFAULT_PARAMS, FINGERPRINT_VERSION
 from tunescout.fingerprinter.v1 import fingerprinter_pb2 as pb
 from tunescout.fingerprinter.v1 import fingerprinter_pb2_grpc as pb_grpc
@@ -171,7 +172,8 @@ class FingerprinterServicer(pb_grpc.FingerprinterServiceServicer):
                     context, grpc.StatusCode.UNAVAILABLE, "STARTING", "the fingerprinter is not ready"
                 )
             try:
-                return await loop.run_in_executor(pool, self._job, source, query, start_s, duration_s)
+                with FINGERPRINT_JOBS.track_inprogress():
+                    return await loop.run_in_executor(pool, self._job, source, query, start_s, duration_s)
             except BrokenProcessPool:
                 logger.warning(
                     "a fingerprint worker died (attempt %d, upload %r); restarting the pool",

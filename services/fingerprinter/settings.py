@@ -21,6 +21,8 @@ class FingerprinterSettings:
 
     log_format: str = "auto"  # TUNESCOUT_LOG_FORMAT: json, text, or auto (json unless stderr is a terminal)
 
+    metrics_port: int = 0  # TUNESCOUT_METRICS_PORT: Prometheus /metrics on this port (0: off)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> FingerprinterSettings:
         return cls(
@@ -31,4 +33,5 @@ class FingerprinterSettings:
             spool_dir=s.path(env, "SPOOL_DIR", None),
             grace_s=s.number(env, "GRACE_S", 10.0),
             log_format=s.optional_str(env, "LOG_FORMAT", "auto") or "auto",
+            metrics_port=s.integer(env, "METRICS_PORT", 0),
         )

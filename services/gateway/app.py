@@ -14,7 +14,7 @@ from services.gateway.ratelimit import RateLimiter
 from services.gateway.routes import fetch, fingerprint, health, recognize
 from services.gateway.settings import GatewaySettings
 from services.gateway.state import GatewayState
-from services.gateway.tracing import RequestIdMiddleware
+from services.gateway.tracing import HttpMetricsMiddleware, RequestIdMiddleware
 from services.gateway.uploads import UploadLimitMiddleware
 from tunescout.common.config import Config
 
@@ -43,6 +43,7 @@ def create_app(settings: GatewaySettings, config: Config, fingerprint_token: str
     # added last = outermost: CORS headers go on every answer, errors and 413s included
     app.add_middleware(UploadLimitMiddleware, max_bytes=config.max_file_size_bytes)
     app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(HttpMetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)  # outside the others: errors and 413s carry the id too
     app.add_middleware(
         CORSMiddleware,

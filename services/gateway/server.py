@@ -13,6 +13,7 @@ from tunescout.common.config import load_config
 from tunescout.common.fingerprint_token import resolve_token
 from tunescout.common.logs import setup_logging
 from tunescout.common.memory import tune_malloc
+from tunescout.common.metrics import start_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +22,7 @@ def main() -> None:
     settings = GatewaySettings.from_env(env.environ())
     setup_logging("gateway", settings.log_format)
     tune_malloc()
+    start_metrics(settings.metrics_port)
     config = load_config(settings.config_path)
     token, created = resolve_token(config, settings.data_dir, create=True)
     if created:

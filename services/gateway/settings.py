@@ -26,6 +26,8 @@ class GatewaySettings:
 
     log_format: str = "auto"  # TUNESCOUT_LOG_FORMAT: json, text, or auto (json unless stderr is a terminal)
 
+    metrics_port: int = 0  # TUNESCOUT_METRICS_PORT: Prometheus /metrics on this port (0: off)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
         return cls(
@@ -40,4 +42,5 @@ class GatewaySettings:
             ingest_timeout_s=s.number(env, "INGEST_TIMEOUT_S", 900.0),
             forwarded_allow_ips=s.optional_str(env, "FORWARDED_ALLOW_IPS", "127.0.0.1") or "127.0.0.1",
             log_format=s.optional_str(env, "LOG_FORMAT", "auto") or "auto",
+            metrics_port=s.integer(env, "METRICS_PORT", 0),
         )

@@ -25,6 +25,8 @@ class MatcherSettings:
 
     log_format: str = "auto"  # TUNESCOUT_LOG_FORMAT: json, text, or auto (json unless stderr is a terminal)
 
+    metrics_port: int = 0  # TUNESCOUT_METRICS_PORT: Prometheus /metrics on this port (0: off)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> MatcherSettings:
         return cls(
@@ -38,4 +40,5 @@ class MatcherSettings:
             compact_idle_s=s.number(env, "COMPACT_IDLE_S", 30.0),
             grace_s=s.number(env, "GRACE_S", 10.0),
             log_format=s.optional_str(env, "LOG_FORMAT", "auto") or "auto",
+            metrics_port=s.integer(env, "METRICS_PORT", 0),
         )

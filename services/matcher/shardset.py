@@ -22,6 +22,7 @@ import numpy as np
 from services.matcher.cache import LookupCache, query_key
 from services.matcher.ingest_lock import LocalIngestLocks
 from tunescout.common.config import StoreConfig
+from tunescout.common.metrics import CACHE_LOOKUPS, SHARD_ERRORS, SHARD_LOOKUP_SECONDS
 from tunescout.engine.errors import EngineError
 from tunescout.engine.match import TrackSize
 from tunescout.store.shard import (
@@ -53,6 +54,8 @@ class FanoutReport:
 
     def fail(self, shard: str, reason: str) -> None:
         with self.lock:
+            if shard not in self.unavailable:
+                SHARD_ERRORS.labels(shard).inc()
             self.unavailable.setdefault(shard, reason)
 
 
@@ -103,9 +106,11 @@ class ShardHandle:
         if self.cache is not None:
             key = query_key(hashes, cap)
             cached, slot = self.cache.get(key)
+            CACHE_LOOKUPS.labels(self.name, "hit" if cached is not None else "miss").inc()
             if cached is not None:
                 return cached
-        postings = self.shard().lookup(hashes, cap)
+        with SHARD_LOOKUP_SECONDS.labels(self.name).time():
+            postings = self.shard().lookup(hashes, cap)
         if self.cache is not None and slot is not None:
             self.cache.put(slot, postings)
         return postings

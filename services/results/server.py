@@ -11,6 +11,7 @@ from tunescout.common.config import load_config
 from tunescout.common.grpc_server import ServiceBinding, serve
 from tunescout.common.logs import setup_logging
 from tunescout.common.memory import tune_malloc
+from tunescout.common.metrics import start_metrics
 from tunescout.results.v1 import results_pb2 as pb
 from tunescout.results.v1 import results_pb2_grpc as pb_grpc
 
@@ -27,6 +28,7 @@ def main() -> None:
     settings = ResultsSettings.from_env(env.environ())
     setup_logging("results", settings.log_format)
     tune_malloc()
+    start_metrics(settings.metrics_port)
     config = load_config(settings.config_path)
     servicer = ResultsServicer(config, settings)
     asyncio.run(

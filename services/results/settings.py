@@ -19,6 +19,8 @@ class ResultsSettings:
 
     log_format: str = "auto"  # TUNESCOUT_LOG_FORMAT: json, text, or auto (json unless stderr is a terminal)
 
+    metrics_port: int = 0  # TUNESCOUT_METRICS_PORT: Prometheus /metrics on this port (0: off)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ResultsSettings:
         return cls(
@@ -28,4 +30,5 @@ class ResultsSettings:
             data_dir=s.path(env, "DATA_DIR", "data") or Path("data"),
             grace_s=s.number(env, "GRACE_S", 10.0),
             log_format=s.optional_str(env, "LOG_FORMAT", "auto") or "auto",
+            metrics_port=s.integer(env, "METRICS_PORT", 0),
         )

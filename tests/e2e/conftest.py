@@ -48,7 +48,7 @@ class Stack:
         for child in self.internal:
             _wait(lambda c=child: _grpc_serving(c.address), child, child.name)
 
-    def gateway(self, config: dict) -> str:
+    def gateway(self, config: dict, metrics_port: int = 0) -> str:
         path = self.data_dir / f"config-{len(self.gateways)}.json"
         path.write_text(json.dumps(config))
         port = free_port()
@@ -59,6 +59,7 @@ class Stack:
             "TUNESCOUT_FINGERPRINTER_ADDRESS": self.internal[0].address,
             "TUNESCOUT_MATCHER_ADDRESS": self.internal[1].address,
             "TUNESCOUT_RESULTS_ADDRESS": self.internal[2].address,
+            "TUNESCOUT_METRICS_PORT": str(metrics_port),
         }
         child = Child(f"gateway{len(self.gateways)}", "services.gateway", env, f"127.0.0.1:{port}")
         child.start()

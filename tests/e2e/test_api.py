@@ -303,3 +303,18 @@ def test_concurrent_uploads_lose_nothing_and_a_racing_duplicate_is_409(stack, tm
         for name, data in uploads[:4]:
             top = best(recognize(api, data, name, start=5, duration=8))
             assert top["song_name"] == name.removesuffix(".wav")
+
+
+def test_gateway_metrics_count_requests_by_route(stack):
+    import httpx
+
+    from tunescout.cli.up import free_port
+
+    port = free_port()
+    config = {"rate_limit": {"recognizing": "1000 per second"}}
+    with httpx.Client(base_url=stack.gateway(config, metrics_port=port), timeout=60) as api:
+        assert recognize(api, clip(UNSTORED), start=2, duration=4).status_code == 200
+        api.get("/api/fetch/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    assert 'tunescout_http_requests_total{method="POST",route="/api/recognize",status="200"} 1.0' in text
+    assert 'route="/api/fetch/{token}",status="404"' in text  # the template, never the token

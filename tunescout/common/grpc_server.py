@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tunescout.common.metrics import MetricsInterceptor
 from tunescout.common.request_id import RequestIdInterceptor
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,9 @@ async def create_server(
     bindings: Sequence[ServiceBinding], host: str, port: int
 ) -> tuple[grpc.aio.Server, int, Health]:
     """A bound, not yet started server (port 0 picks a free port) with health NOT_SERVING."""
-    server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=[RequestIdInterceptor()])
+    server = grpc.aio.server(
+        options=CHANNEL_OPTIONS, interceptors=[RequestIdInterceptor(), MetricsInterceptor()]
+    )
     for binding in bindings:
         binding.add(server)
     names = [b.name for b in bindings]
