@@ -24,9 +24,12 @@ def main() -> None:
     tune_malloc()
     start_metrics(settings.metrics_port)
     config = load_config(settings.config_path)
-    token, created = resolve_token(config, settings.data_dir, create=True)
-    if created:
-        logger.info("fingerprint token created in %s", settings.data_dir)
+    if settings.fingerprint_token:
+        token = settings.fingerprint_token
+    else:
+        token, created = resolve_token(config, settings.data_dir, create=True)
+        if created:
+            logger.info("fingerprint token created in %s", settings.data_dir)
     app = create_app(settings, config, token)
     uvicorn.run(
         app,

@@ -28,6 +28,10 @@ class GatewaySettings:
 
     metrics_port: int = 0  # TUNESCOUT_METRICS_PORT: Prometheus /metrics on this port (0: off)
 
+    fingerprint_token: str | None = (
+        None  # TUNESCOUT_FINGERPRINT_TOKEN: wins over config.json (a container secret)
+    )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
         return cls(
@@ -43,4 +47,5 @@ class GatewaySettings:
             forwarded_allow_ips=s.optional_str(env, "FORWARDED_ALLOW_IPS", "127.0.0.1") or "127.0.0.1",
             log_format=s.optional_str(env, "LOG_FORMAT", "auto") or "auto",
             metrics_port=s.integer(env, "METRICS_PORT", 0),
+            fingerprint_token=s.optional_str(env, "FINGERPRINT_TOKEN", None),
         )
