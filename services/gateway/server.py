@@ -23,7 +23,7 @@ def main() -> None:
     setup_logging("gateway", settings.log_format)
     tune_malloc()
     start_metrics(settings.metrics_port)
-    config = load_config(settings.config_path)
+    config = load_config(settings.config_path, env.environ())
     if settings.fingerprint_token:
         token = settings.fingerprint_token
     else:

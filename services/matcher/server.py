@@ -29,7 +29,7 @@ def main() -> None:
     setup_logging("matcher", settings.log_format)
     tune_malloc()
     start_metrics(settings.metrics_port)
-    config = load_config(settings.config_path)
+    config = load_config(settings.config_path, env.environ())
     servicer = MatcherServicer(config, settings)
     asyncio.run(
         serve(

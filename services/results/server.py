@@ -29,7 +29,7 @@ def main() -> None:
     setup_logging("results", settings.log_format)
     tune_malloc()
     start_metrics(settings.metrics_port)
-    config = load_config(settings.config_path)
+    config = load_config(settings.config_path, env.environ())
     servicer = ResultsServicer(config, settings)
     asyncio.run(
         serve(

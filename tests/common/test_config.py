@@ -131,3 +131,16 @@ def test_unreadable_files_are_config_errors(tmp_path):
     listed.write_text(json.dumps([1]))
     with pytest.raises(ConfigError, match="top level"):
         load_config(listed)
+
+
+def test_variables_in_string_values_come_from_the_environment(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({
+        "fingerprinting": {"token": "${TS_TOKEN}"},
+        "instances": [{"database_type": "mysql", "database": {"host": "db", "password": "${DB_PASSWORD}"}}],
+    }))  # fmt: skip
+    config = load_config(path, {"TS_TOKEN": "s3cret", "DB_PASSWORD": "pw"})
+    assert config.fingerprint_token == "s3cret" and config.instances[0].database.password == "pw"
+    with pytest.raises(ConfigError, match=r"\$\{DB_PASSWORD\}, which is not set"):
+        load_config(path, {"TS_TOKEN": "x"})
+    assert load_config(path).fingerprint_token == "${TS_TOKEN}"  # without an environment: taken as written

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,8 +121,12 @@ def default_results() -> tuple[StoreConfig, ...]:
     return (StoreConfig("results0", "embedded", DatabaseConfig(path="results/results0.sqlite")),)
 
 
-def load_config(path: str | os.PathLike[str] | None) -> Config:
-    """Config from a config.json file, or the embedded defaults when `path` is None."""
+def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Config from a config.json file, or the embedded defaults when `path` is None.
+
+    With `environ`, `${NAME}` inside string values is replaced by that variable (secrets such as passwords
+    and the fingerprint token stay out of the file, e.g. in Docker Compose's .env); an unset one is an error.
+    """
     if path is None:
         return parse_config({}, source="(defaults)")
     try:
@@ -131,7 +137,29 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+    if environ is not None:
+        raw = _substitute(raw, environ, str(path))
     return parse_config(raw, source=str(path))
+
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _substitute(value: Any, environ: Mapping[str, str], source: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute(v, environ, source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, environ, source) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in environ:
+            raise ConfigError(f"{source} refers to ${{{name}}}, which is not set in the environment")
+        return environ[name]
+
+    return _VARIABLE.sub(one, value)
 
 
 def parse_config(raw: Any, source: str = "config.json") -> Config:
