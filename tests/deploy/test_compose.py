@@ -71,3 +71,17 @@ def test_every_variable_given_to_a_service_is_read_by_it():
         mounts_config = any(v.endswith(":/app/config.json:ro") for v in service.get("volumes", []))
         for variable in service.get("environment", {}):
             assert variable in reads or (mounts_config and variable in from_config), (name, variable)
+
+
+def test_the_file_validates_against_the_compose_specification():
+    from compose_spec import PyCompose  # the compose_spec Rust parser: the Compose specification, strictly
+
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert set(PyCompose.from_yaml(text).service_names()) == set(COMPOSE["services"])
+    broken = text.replace("restart: unless-stopped", "restart: sometimes", 1)
+    try:
+        PyCompose.from_yaml(broken)
+    except ValueError as exc:
+        assert "restart" in str(exc)
+    else:
+        raise AssertionError("the validator accepted an invalid restart policy")
