@@ -4,14 +4,18 @@
 #   docker buildx imagetools inspect python:3.11-slim-bookworm
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
 
-FROM ${PYTHON_IMAGE} AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+FROM ${PYTHON_IMAGE} AS source
 WORKDIR /src
-RUN python -m venv /opt/venv
 COPY pyproject.toml README.md ./
 COPY tunescout ./tunescout
 COPY services ./services
-RUN /opt/venv/bin/pip install .
+
+# each service's venv holds only what it needs: the gateway has no numba, scipy or ffmpeg
+FROM source AS build-backend
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir ".[engine,stores]"
+
+FROM source AS build-gateway
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir ".[gateway]"
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PYTHONUNBUFFERED=1 \
@@ -26,12 +30,12 @@ RUN groupadd --system --gid 10001 tunescout \
     && useradd --system --uid 10001 --gid tunescout --home-dir /app --no-create-home tunescout \
     && mkdir -p /app /data /tmp/numba-cache \
     && chown tunescout:tunescout /data /tmp/numba-cache
-COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 USER 10001:10001
 VOLUME ["/data"]
 
 FROM runtime AS fingerprinter
+COPY --from=build-backend /opt/venv /opt/venv
 ENV TUNESCOUT_PORT=50051 TUNESCOUT_METRICS_PORT=9090
 EXPOSE 50051 9090
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
@@ -39,6 +43,7 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
 CMD ["python", "-m", "services.fingerprinter"]
 
 FROM runtime AS matcher
+COPY --from=build-backend /opt/venv /opt/venv
 ENV TUNESCOUT_PORT=50052 TUNESCOUT_METRICS_PORT=9090
 EXPOSE 50052 9090
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
@@ -46,6 +51,7 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
 CMD ["python", "-m", "services.matcher"]
 
 FROM runtime AS results
+COPY --from=build-backend /opt/venv /opt/venv
 ENV TUNESCOUT_PORT=50053 TUNESCOUT_METRICS_PORT=9090
 EXPOSE 50053 9090
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
@@ -53,6 +59,7 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
 CMD ["python", "-m", "services.results"]
 
 FROM runtime AS gateway
+COPY --from=build-gateway /opt/venv /opt/venv
 ENV TUNESCOUT_PORT=8000 TUNESCOUT_METRICS_PORT=9090
 EXPOSE 8000 9090
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \

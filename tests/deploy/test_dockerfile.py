@@ -54,3 +54,18 @@ def test_healthcheck_command_answers_for_a_real_server(tmp_path):
     with ServerThread([binding(servicer)], servicer.start, servicer.close) as server:
         assert healthcheck(["healthcheck", str(server.port)]) == 0
     assert healthcheck(["healthcheck", str(free_port())]) == 1
+
+
+def test_each_image_installs_only_what_its_service_needs():
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    heavy = {"numba", "scipy", "av"}
+    names = {e: {re.split(r"[<>=\[]", d)[0] for d in deps} for e, deps in extras.items()}
+    assert heavy <= names["engine"] and not heavy & names["gateway"]
+    text = DOCKERFILE.read_text()
+    assert re.search(r'AS build-gateway\nRUN .*pip install --no-cache-dir "\.\[gateway\]"', text)
+    assert re.search(r'AS build-backend\nRUN .*pip install --no-cache-dir "\.\[engine,stores\]"', text)
+    assert re.search(r"FROM runtime AS gateway\nCOPY --from=build-gateway ", text)
+    for target in ("fingerprinter", "matcher", "results"):
+        assert re.search(rf"FROM runtime AS {target}\nCOPY --from=build-backend ", text)
