@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from tunescout.engine import arrays
-from tunescout.store.shard import TrackMeta
+from tunescout.store.shard import Postings, TrackMeta
 
 MAX_TRACK_FRAMES = 1 << 24  # frames (~74 h at 16 ms); a larger offset is a caller's bug, not a long track
 
@@ -61,3 +61,16 @@ def check_queries(hashes: np.ndarray) -> np.ndarray:
     if queries.shape[0] > 1 and not bool(np.all(queries[1:] > queries[:-1])):
         raise ValueError("query hashes must be sorted ascending and unique (np.unique gives that)")
     return queries
+
+
+def postings_from_rows(queries: np.ndarray, found: np.ndarray, cap: int) -> Postings:
+    """Postings of a database's answer: `found` is (n, 3) int64 rows (hash, track id, frame) for the sorted
+    unique `queries`; grouped by query hash, and without the hashes stored more than `cap` times (cap > 0)."""
+    hash_index = np.searchsorted(queries, found[:, 0].astype(np.uint32)).astype(np.int32)
+    order = np.argsort(hash_index, kind="stable")
+    hash_index, found = hash_index[order], found[order]
+    if cap > 0:
+        counts = np.bincount(hash_index, minlength=queries.size)
+        keep = counts[hash_index] <= cap
+        hash_index, found = hash_index[keep], found[keep]
+    return Postings(hash_index=hash_index, track_id=found[:, 1].copy(), offset=found[:, 2].astype(np.int32))

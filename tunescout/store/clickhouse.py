@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tunescout.engine.errors import StoreError, StoreFormatError
-from tunescout.store.checks import check_meta, check_queries, sorted_postings
+from tunescout.store.checks import check_meta, check_queries, postings_from_rows, sorted_postings
 from tunescout.store.shard import IngestOutcome, Postings, ShardStats, TrackMeta, TrackRecord
 
 logger = logging.getLogger(__name__)
@@ -292,16 +292,7 @@ class ClickHouseShard:
         if not rows:
             return Postings.empty()
         found = np.array(rows, dtype=np.int64).reshape(-1, 3)
-        hash_index = np.searchsorted(queries, found[:, 0].astype(np.uint32)).astype(np.int32)
-        order = np.argsort(hash_index, kind="stable")
-        hash_index, found = hash_index[order], found[order]
-        if max_postings_per_hash > 0:
-            counts = np.bincount(hash_index, minlength=queries.size)
-            keep = counts[hash_index] <= max_postings_per_hash
-            hash_index, found = hash_index[keep], found[keep]
-        return Postings(
-            hash_index=hash_index, track_id=found[:, 1].copy(), offset=found[:, 2].astype(np.int32)
-        )
+        return postings_from_rows(queries, found, max_postings_per_hash)
 
     def _tracks(self, where: str, parameters: dict[str, Any]) -> list[TrackRecord]:
         sql = (

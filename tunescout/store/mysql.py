@@ -28,7 +28,7 @@ import numpy as np
 import pymysql
 
 from tunescout.engine.errors import StoreError, StoreFormatError
-from tunescout.store.checks import check_meta, check_queries, sorted_postings
+from tunescout.store.checks import check_meta, check_queries, postings_from_rows, sorted_postings
 from tunescout.store.loop_thread import LoopThread
 from tunescout.store.shard import IngestOutcome, Postings, ShardStats, TrackMeta, TrackRecord
 
@@ -319,16 +319,7 @@ class MySQLShard:
         found = self._db.run(self._lookup(queries.tolist()))
         if found.shape[0] == 0:
             return Postings.empty()
-        hash_index = np.searchsorted(queries, found[:, 0].astype(np.uint32)).astype(np.int32)
-        order = np.argsort(hash_index, kind="stable")
-        hash_index, found = hash_index[order], found[order]
-        if max_postings_per_hash > 0:
-            counts = np.bincount(hash_index, minlength=queries.size)
-            keep = counts[hash_index] <= max_postings_per_hash
-            hash_index, found = hash_index[keep], found[keep]
-        return Postings(
-            hash_index=hash_index, track_id=found[:, 1].copy(), offset=found[:, 2].astype(np.int32)
-        )
+        return postings_from_rows(queries, found, max_postings_per_hash)
 
     async def _lookup(self, queries: list[int]) -> np.ndarray:
         """(n, 3) int64 rows (hash, track_id, frame). Each batch comes back as ONE text value built by
