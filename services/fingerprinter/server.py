@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from services.fingerprinter.servicer import FingerprinterServicer
 from services.fingerprinter.settings import FingerprinterSettings
 from tunescout.common import settings as env
-from tunescout.common.grpc_server import ServiceBinding, serve
-from tunescout.common.logs import setup_logging
-from tunescout.common.memory import tune_malloc
-from tunescout.common.metrics import start_metrics
+from tunescout.common.grpc_server import ServiceBinding
+from tunescout.common.process import run_grpc_service, start_process
 from tunescout.fingerprinter.v1 import fingerprinter_pb2 as pb
 from tunescout.fingerprinter.v1 import fingerprinter_pb2_grpc as pb_grpc
 
@@ -25,20 +21,9 @@ def binding(servicer: FingerprinterServicer) -> ServiceBinding:
 
 def main() -> None:
     settings = FingerprinterSettings.from_env(env.environ())
-    setup_logging("fingerprinter", settings.log_format)
-    tune_malloc()
-    start_metrics(settings.metrics_port)
+    start_process("fingerprinter", settings)
     servicer = FingerprinterServicer(settings)
-    asyncio.run(
-        serve(
-            [binding(servicer)],
-            settings.host,
-            settings.port,
-            servicer.start,
-            servicer.close,
-            settings.grace_s,
-        )
-    )
+    run_grpc_service(binding(servicer), settings, servicer)
 
 
 if __name__ == "__main__":

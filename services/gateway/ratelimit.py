@@ -13,6 +13,8 @@ import time
 import limits
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 
 from services.gateway.errors import ApiError
 from tunescout.common.config import Config
@@ -33,6 +35,7 @@ class RateLimiter:
                 key_prefix=f"{config.redis.prefix}:ratelimit",
                 socket_timeout=0.25,
                 socket_connect_timeout=0.25,
+                retry=AsyncRetry(NoBackoff(), 0),  # no backoff stalls per request while Redis is down
             )
         else:
             storage = MemoryStorage()

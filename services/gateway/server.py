@@ -11,18 +11,14 @@ from services.gateway.settings import GatewaySettings
 from tunescout.common import settings as env
 from tunescout.common.config import load_config
 from tunescout.common.fingerprint_token import resolve_token
-from tunescout.common.logs import setup_logging
-from tunescout.common.memory import tune_malloc
-from tunescout.common.metrics import start_metrics
+from tunescout.common.process import start_process
 
 logger = logging.getLogger(__name__)
 
 
 def main() -> None:
     settings = GatewaySettings.from_env(env.environ())
-    setup_logging("gateway", settings.log_format)
-    tune_malloc()
-    start_metrics(settings.metrics_port)
+    start_process("gateway", settings)
     config = load_config(settings.config_path, env.environ())
     if settings.fingerprint_token:
         token = settings.fingerprint_token

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from services.matcher.servicer import MatcherServicer
 from services.matcher.settings import MatcherSettings
 from tunescout.common import settings as env
 from tunescout.common.config import load_config
-from tunescout.common.grpc_server import ServiceBinding, serve
-from tunescout.common.logs import setup_logging
-from tunescout.common.memory import tune_malloc
-from tunescout.common.metrics import start_metrics
+from tunescout.common.grpc_server import ServiceBinding
+from tunescout.common.process import run_grpc_service, start_process
 from tunescout.matcher.v1 import matcher_pb2 as pb
 from tunescout.matcher.v1 import matcher_pb2_grpc as pb_grpc
 
@@ -26,21 +22,9 @@ def binding(servicer: MatcherServicer) -> ServiceBinding:
 
 def main() -> None:
     settings = MatcherSettings.from_env(env.environ())
-    setup_logging("matcher", settings.log_format)
-    tune_malloc()
-    start_metrics(settings.metrics_port)
-    config = load_config(settings.config_path, env.environ())
-    servicer = MatcherServicer(config, settings)
-    asyncio.run(
-        serve(
-            [binding(servicer)],
-            settings.host,
-            settings.port,
-            servicer.start,
-            servicer.close,
-            settings.grace_s,
-        )
-    )
+    start_process("matcher", settings)
+    servicer = MatcherServicer(load_config(settings.config_path, env.environ()), settings)
+    run_grpc_service(binding(servicer), settings, servicer)
 
 
 if __name__ == "__main__":

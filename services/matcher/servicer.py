@@ -9,6 +9,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from services.matcher.cache import LookupCache, MemoryLookupCache, RedisLookupCache
 from services.matcher.ingest_lock import IngestBusy, LocalIngestLocks, RedisIngestLocks
@@ -36,6 +38,10 @@ from tunescout.store.shard import Postings, TrackMeta
 
 logger = logging.getLogger(__name__)
 
+# redis-py retries a failed call with backoff by default (3.5 s per call when Redis is down), which would
+# push every shard past its deadline: a fault must cost one refused connection, then the cache steps aside
+NO_RETRY = Retry(NoBackoff(), 0)
+
 _SHA1_HEX = 40
 STARTUP_WAIT_S = 30.0  # how long start-up waits for every shard before serving with those that opened
 
@@ -46,7 +52,10 @@ def build_shardset(config: Config, settings: MatcherSettings) -> ShardSet:
         cache: LookupCache
         if config.redis is not None:
             client = redis.Redis.from_url(
-                config.redis.url(store.redis_db_index), socket_timeout=0.25, socket_connect_timeout=0.25
+                config.redis.url(store.redis_db_index),
+                socket_timeout=0.25,
+                socket_connect_timeout=0.25,
+                retry=NO_RETRY,
             )
             cache = RedisLookupCache(client, config.redis.prefix, store.name, settings.cache_ttl_s)
         else:
@@ -59,6 +68,7 @@ def build_shardset(config: Config, settings: MatcherSettings) -> ShardSet:
             config.redis.url(config.rate_limits.redis_db_index),
             socket_timeout=1.0,
             socket_connect_timeout=1.0,
+            retry=NO_RETRY,
         )
         locks = RedisIngestLocks(client, config.redis.prefix)
     return ShardSet(handles, settings.shard_deadline_s, locks)

@@ -88,7 +88,11 @@ def test_replicas_racing_on_one_file_store_it_once(tmp_path):
 
 def test_redis_down_leaves_the_process_lock(tmp_path):
     stores = parse_config({"instances": [{"name": "a", "database_type": "embedded"}]}).instances
-    locks = RedisIngestLocks(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2), "x")
+    from services.matcher.servicer import NO_RETRY
+
+    locks = RedisIngestLocks(
+        redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=NO_RETRY), "x"
+    )
     shardset = ShardSet([ShardHandle(0, stores[0], lambda c: open_shard(c, tmp_path), None)], 5.0, locks)
     try:
         fp = reference(NAMES[1])

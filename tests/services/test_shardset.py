@@ -142,7 +142,11 @@ def test_redis_cache_goes_away_and_is_used_again_when_it_returns(tmp_path, monke
     monkeypatch.setattr(RedisLookupCache, "RETRY_AFTER_S", 0.2)
     server = PrivateRedis(tmp_path)
     server.start()
-    client = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+    from services.matcher.servicer import NO_RETRY
+
+    client = redis.Redis(
+        host="127.0.0.1", port=server.port, socket_timeout=0.5, socket_connect_timeout=0.5, retry=NO_RETRY
+    )
     cache = RedisLookupCache(client, "t", "a", ttl_s=60)
     store = parse_config({}).instances[0]
     shard = EmbeddedShard(tmp_path / "s", fingerprint_version=FINGERPRINT_VERSION)
