@@ -40,6 +40,22 @@ def _with_request_id(rid: str, method: Callable[..., Awaitable[Any]]) -> Callabl
     return handler
 
 
+def wrap_handler(
+    handler: grpc.RpcMethodHandler,
+    wrap: Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]],
+) -> grpc.RpcMethodHandler:
+    """`handler` with its unary or client-streaming behaviour passed through `wrap` (server interceptors)."""
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            wrap(handler.unary_unary), handler.request_deserializer, handler.response_serializer
+        )
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(
+            wrap(handler.stream_unary), handler.request_deserializer, handler.response_serializer
+        )
+    return handler
+
+
 class RequestIdInterceptor(grpc.aio.ServerInterceptor):
     """Serves each call with REQUEST_ID set from its metadata (unary and client-streaming RPCs)."""
 
@@ -52,16 +68,4 @@ class RequestIdInterceptor(grpc.aio.ServerInterceptor):
         rid = dict(handler_call_details.invocation_metadata or ()).get(METADATA_KEY)
         if handler is None or not rid or not _SANE.match(str(rid)):
             return handler
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _with_request_id(rid, handler.unary_unary),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                _with_request_id(rid, handler.stream_unary),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        return handler
+        return wrap_handler(handler, lambda method: _with_request_id(rid, method))
