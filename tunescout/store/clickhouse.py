@@ -255,17 +255,7 @@ class ClickHouseShard:
             rows = list(zip(hashes[part].tolist(), ids[part].tolist(), frames[part].tolist(), strict=True))
             self._c.insert(f"{t}.ts_fingerprints", rows, ("hash", "track_id", "frame"), ("UInt32",) * 3)
         now = time.time()
-        record = TrackRecord(
-            track_id,
-            meta.file_sha1,
-            meta.title,
-            meta.artist,
-            meta.album,
-            meta.year,
-            float(meta.duration_s),
-            int(hashes.size),
-            now,
-        )
+        record = TrackRecord.stored(track_id, meta, int(hashes.size), now)
         row = (
             track_id,
             meta.file_sha1,

@@ -444,17 +444,7 @@ class EmbeddedShard:
             with self._transaction() as txn:
                 track_id = _insert_track(txn, meta, n_rows, base_frame, n_frames, created_at)
                 segment_id = _insert_level0(txn, track_id, n_rows, blob) if n_rows else None
-            record = TrackRecord(
-                track_id=track_id,
-                file_sha1=meta.file_sha1,
-                title=meta.title,
-                artist=meta.artist,
-                album=meta.album,
-                year=meta.year,
-                duration_s=float(meta.duration_s),
-                n_hashes=n_rows,
-                created_at=created_at,
-            )
+            record = TrackRecord.stored(track_id, meta, n_rows, created_at)
             self._tracks.append(track_id, base_frame, base_frame + n_frames, live=True)
             self._next_base_frame = base_frame + n_frames + GAP_FRAMES
             self._n_live_tracks += 1

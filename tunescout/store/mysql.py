@@ -293,17 +293,7 @@ class MySQLShard:
             except BaseException:
                 await conn.rollback()
                 raise
-        record = TrackRecord(
-            track_id,
-            meta.file_sha1,
-            meta.title,
-            meta.artist,
-            meta.album,
-            meta.year,
-            float(meta.duration_s),
-            int(hashes.size),
-            now,
-        )
+        record = TrackRecord.stored(track_id, meta, int(hashes.size), now)
         return IngestOutcome(record, already_present=False)
 
     @staticmethod

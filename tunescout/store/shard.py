@@ -41,6 +41,21 @@ class TrackRecord:
     n_hashes: int
     created_at: float
 
+    @classmethod
+    def stored(cls, track_id: int, meta: TrackMeta, n_hashes: int, created_at: float) -> TrackRecord:
+        """The record of a track just stored from `meta`."""
+        return cls(
+            track_id,
+            meta.file_sha1,
+            meta.title,
+            meta.artist,
+            meta.album,
+            meta.year,
+            float(meta.duration_s),
+            int(n_hashes),
+            created_at,
+        )
+
 
 @dataclass(frozen=True)
 class IngestOutcome:
