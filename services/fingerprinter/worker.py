@@ -13,7 +13,13 @@ import numpy as np
 from tunescout.common import wire
 from tunescout.common.memory import tune_malloc
 from tunescout.engine.errors import AudioError
-from tunescout.engine.fingerprint import fingerprint_audio, fingerprint_pcm
+from tunescout.engine.fingerprint import (
+    AudioFingerprint,
+    AudioPeaks,
+    analyse_audio,
+    fingerprint_audio,
+    fingerprint_pcm,
+)
 from tunescout.engine.params import DEFAULT_PARAMS
 from tunescout.engine.peaks import Role
 
@@ -55,9 +61,15 @@ def warm_up() -> None:
 def fingerprint_file(
     path: str, query: bool, start_s: float, duration_s: float | None
 ) -> WorkerResult | WorkerRefusal:
-    role = Role.QUERY if query else Role.REFERENCE
     try:
-        result = fingerprint_audio(path, DEFAULT_PARAMS, role, start_s=start_s, duration_s=duration_s)
+        if query:  # peaks only: the matcher forms the hashes, under each speed/tempo hypothesis it tries
+            result: AudioPeaks = analyse_audio(
+                path, DEFAULT_PARAMS, Role.QUERY, start_s=start_s, duration_s=duration_s
+            )
+        else:
+            result = fingerprint_audio(
+                path, DEFAULT_PARAMS, Role.REFERENCE, start_s=start_s, duration_s=duration_s
+            )
     except AudioError as exc:
         return WorkerRefusal(reason=exc.reason, message=str(exc))
     common = {
@@ -65,7 +77,7 @@ def fingerprint_file(
         "duration_s": result.duration_s,
         "sample_rate_hz": result.sample_rate_hz,
     }
-    if query:
+    if not isinstance(result, AudioFingerprint):
         peaks = result.peaks
         return WorkerResult(
             **common,

@@ -32,14 +32,20 @@ class Fingerprint:
 
 
 @dataclass(frozen=True)
-class AudioFingerprint:
-    """Everything the services need to know about a fingerprinted upload."""
+class AudioPeaks:
+    """A decoded upload's peaks: all a query needs (the matcher hashes them under each hypothesis)."""
 
-    fingerprint: Fingerprint
-    peaks: Peaks  # kept so a query can be re-hashed under speed/tempo hypotheses
+    peaks: Peaks
     file_sha1: str  # SHA-1 of the decoded PCM (see decode.PcmStream.sha1)
     duration_s: float
     sample_rate_hz: int
+
+
+@dataclass(frozen=True)
+class AudioFingerprint(AudioPeaks):
+    """A decoded upload's peaks and the hashes formed from them."""
+
+    fingerprint: Fingerprint
 
 
 def extract_peaks(pcm_chunks: Iterable[np.ndarray], params: FingerprintParams, role: Role) -> Peaks:
@@ -103,15 +109,16 @@ def fingerprint_pcm(
     return hashes_from_peaks(peaks, params, role)
 
 
-def fingerprint_audio(
+def analyse_audio(
     source: bytes | str | os.PathLike[str] | BinaryIO,
     params: FingerprintParams = DEFAULT_PARAMS,
-    role: Role = Role.REFERENCE,
+    role: Role = Role.QUERY,
     *,
     start_s: float = 0.0,
     duration_s: float | None = None,
-) -> AudioFingerprint:
-    """Decode (any format ffmpeg reads) and fingerprint, streaming. Raises `errors.AudioError` subclasses."""
+) -> AudioPeaks:
+    """Decode (any format ffmpeg reads) and find the peaks, streaming. Raises `errors.AudioError`
+    subclasses. A query stops here: forming its hashes is the matcher's work, per hypothesis."""
     stream = decode.open_audio(
         source,
         sample_rate_hz=params.sample_rate_hz,
@@ -122,10 +129,28 @@ def fingerprint_audio(
     )
     with stream:
         peaks = extract_peaks(stream, params, role)
-    return AudioFingerprint(
-        fingerprint=hashes_from_peaks(peaks, params, role),
+    return AudioPeaks(
         peaks=peaks,
         file_sha1=stream.sha1,
         duration_s=stream.duration_s,
         sample_rate_hz=params.sample_rate_hz,
+    )
+
+
+def fingerprint_audio(
+    source: bytes | str | os.PathLike[str] | BinaryIO,
+    params: FingerprintParams = DEFAULT_PARAMS,
+    role: Role = Role.REFERENCE,
+    *,
+    start_s: float = 0.0,
+    duration_s: float | None = None,
+) -> AudioFingerprint:
+    """`analyse_audio`, then the hashes of its peaks."""
+    audio = analyse_audio(source, params, role, start_s=start_s, duration_s=duration_s)
+    return AudioFingerprint(
+        peaks=audio.peaks,
+        file_sha1=audio.file_sha1,
+        duration_s=audio.duration_s,
+        sample_rate_hz=audio.sample_rate_hz,
+        fingerprint=hashes_from_peaks(audio.peaks, params, role),
     )
