@@ -132,6 +132,61 @@ def decode_only(files: list[Path], jobs: int) -> dict:
     return {"files": len(files), "audio_hours": audio_s / 3600, "wall_s": wall, "x_real_time": audio_s / wall}
 
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _process_tree(root: int) -> dict[int, int]:
+    """pid -> parent pid of `root` and all its descendants (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    tree, frontier = {root: parents.get(root, 0)}, [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in tree:
+                tree[pid] = ppid
+                frontier.append(pid)
+    return tree
+
+
+def cpu_by_service(root: int) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each service of `tunescout up` (workers under their
+    service's name + "_workers"), and by this benchmark's own process (the HTTP clients)."""
+    tree = _process_tree(root)
+    names: dict[int, str] = {root: "supervisor"}
+    for pid in tree:
+        try:
+            cmd = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        module = next((c.decode() for c in cmd if c.startswith(b"services.")), None)
+        if module:
+            names[pid] = module.split(".")[1]
+    out: dict[str, float] = {}
+    for pid, ppid in tree.items():
+        name = names.get(pid) or (names.get(ppid, "other") + "_workers")
+        try:
+            stat = (Path("/proc") / str(pid) / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    self_times = os.times()
+    out["bench_client"] = self_times.user + self_times.system
+    return out
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float], per: int) -> dict[str, float]:
+    """CPU milliseconds per unit of work (`per` units) of each process group between two readings."""
+    return {k: round((after[k] - before.get(k, 0.0)) * 1000 / max(1, per), 2) for k in sorted(after)}
+
+
 def recognise(client: httpx.Client, url: str, clip: Path) -> tuple[float, httpx.Response]:
     data = clip.read_bytes()
     began = time.perf_counter()
@@ -198,8 +253,12 @@ def main() -> None:
     process = start_service(args.data_dir, args.port)
     try:
         if not args.skip_ingest:
+            cpu_before = cpu_by_service(process.pid)
             report["ingest"] = asyncio.run(ingest(url, tracks, args.jobs))
             ing = report["ingest"]
+            ing["cpu_ms_per_audio_minute"] = cpu_delta(
+                cpu_before, cpu_by_service(process.pid), round(ing["audio_hours"] * 60)
+            )
             print(
                 f"ingest: {ing['files']} files, {ing['audio_hours']:.2f} h in {ing['wall_s']:.0f} s = "
                 f"{ing['x_real_time']:.0f}x real time; answers {ing['codes']}"
@@ -207,6 +266,7 @@ def main() -> None:
             if "decode_only" in report:
                 ing["vs_decode_only"] = ing["x_real_time"] / report["decode_only"]["x_real_time"]
                 print(f"ingest / decoding alone: {ing['vs_decode_only']:.2f}")
+            print(f"CPU ms per audio minute ingested: {ing['cpu_ms_per_audio_minute']}")
         if args.ingest_only:
             return
         with (args.queries / "ground_truth.csv").open() as f:
@@ -238,12 +298,15 @@ def main() -> None:
             f"latency (10 s clip, upload included): p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, "
             f"recall@1 {lat['recall_at_1']:.1%}"
         )
+        cpu_before = cpu_by_service(process.pid)
         report["throughput"] = asyncio.run(throughput(url, clips, args.clients, args.seconds))
         tp = report["throughput"]
+        tp["cpu_ms_per_recognition"] = cpu_delta(cpu_before, cpu_by_service(process.pid), tp["recognitions"])
         print(
             f"throughput: {tp['per_second']:.1f} recognitions/s with {tp['clients']} clients, "
             f"{tp['errors']} errors"
         )
+        print(f"CPU ms per recognition: {tp['cpu_ms_per_recognition']}")
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)

@@ -8,12 +8,14 @@ from tunescout.engine import hashes, kernels
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize(("rt", "rf"), [(1, 1), (3, 2), (12, 6)])
-def test_local_peaks_matches_reference(seed, rt, rf):
+@pytest.mark.parametrize("span", [(5, 75, 3, 55), (0, 80, 0, 59)], ids=["inside", "to-the-edges"])
+def test_local_peaks_matches_reference(seed, rt, rf, span):
     rng = np.random.default_rng(seed)
     spec = rng.normal(size=(80, 60)).astype(np.float32)
     spec[10:14, 20:25] = 5.0  # a plateau must yield exactly one peak
     spec[40:, :] = np.round(spec[40:, :])  # many ties
-    args = (5, 75, 3, 55, rt, rf, -0.5)
+    spec[0, 0] = spec[79, 59] = 9.0  # corner peaks: the rectangle is clipped to the array
+    args = (*span, rt, rf, -0.5)
     got = kernels.local_peaks(spec, *args)
     want = kernels.local_peaks_reference(spec, *args)
     np.testing.assert_array_equal(got[0], want[0])

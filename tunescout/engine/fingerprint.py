@@ -16,7 +16,7 @@ import numpy as np
 from tunescout.engine import arrays, decode, hashes, kernels
 from tunescout.engine.pairs import Triplets, triplets
 from tunescout.engine.params import DEFAULT_PARAMS, FingerprintParams
-from tunescout.engine.peaks import PeakPicker, Peaks, Role
+from tunescout.engine.peaks import PeakPicker, Peaks, Role, analysis_bins
 from tunescout.engine.spectrogram import SpectrogramStream
 
 
@@ -50,7 +50,7 @@ class AudioFingerprint(AudioPeaks):
 
 def extract_peaks(pcm_chunks: Iterable[np.ndarray], params: FingerprintParams, role: Role) -> Peaks:
     """Peaks of a PCM stream, holding at most one chunk of PCM and spectrogram at a time."""
-    spectrogram = SpectrogramStream(params)
+    spectrogram = SpectrogramStream(params, bins=analysis_bins(params))
     picker = PeakPicker(params, role)
     for chunk in pcm_chunks:
         picker.push(spectrogram.push(chunk))

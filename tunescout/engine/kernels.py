@@ -12,6 +12,22 @@ from numba import njit
 # -- peaks: local maxima of the log-power spectrogram ---------------------------------------------------
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _is_strict_peak(logspec: np.ndarray, t: int, k: int, rt: int, rf: int) -> bool:
+    """The tie rule: `logspec[t, k]` is strictly greater than the cells of its rectangle before it in
+    row-major order and at least equal to those after it, so a plateau yields exactly one peak."""
+    n_t, n_k = logspec.shape
+    v = logspec[t, k]
+    for tt in range(max(0, t - rt), min(n_t, t + rt + 1)):
+        for kk in range(max(0, k - rf), min(n_k, k + rf + 1)):
+            if tt == t and kk == k:
+                continue
+            w = logspec[tt, kk]
+            if w > v or (w == v and (tt < t or (tt == t and kk < k))):
+                return False
+    return True
+
+
 @njit(cache=True, nogil=True)
 def local_peaks(
     logspec: np.ndarray, t_lo: int, t_hi: int, k_lo: int, k_hi: int, rt: int, rf: int, floor: float
@@ -21,51 +37,53 @@ def local_peaks(
 
     Ties: a cell must be strictly greater than neighbours before it in row-major order and at least equal
     to those after it, so a plateau yields exactly one peak. Returns (t, k) as int32, in (t, k) order.
+
+    A separable maximum filter (over bins, then over frames; loops the compiler vectorises) finds the
+    cells equal to their rectangle's maximum; only those few candidates get the exact tie check.
     """
     n_t, n_k = logspec.shape
     out_t = np.empty(64, np.int32)
     out_k = np.empty(64, np.int32)
     n = 0
+    t_lo, t_hi = max(t_lo, 0), min(t_hi, n_t)
+    k_lo, k_hi = max(k_lo, 0), min(k_hi, n_k - 1)
+    if t_lo >= t_hi or k_lo > k_hi:
+        return out_t[:0], out_k[:0]
+    width = k_hi - k_lo + 1
+    r0, r1 = max(0, t_lo - rt), min(n_t, t_hi + rt)
+    # row maxima over +-rf bins, from a -inf padded copy of each row (the rectangle clips at the edges)
+    row_max = np.empty((r1 - r0, width), logspec.dtype)
+    padded = np.full(n_k + 2 * rf, -np.inf, logspec.dtype)
+    for r in range(r0, r1):
+        padded[rf : rf + n_k] = logspec[r]
+        m = row_max[r - r0]
+        m[:] = padded[k_lo : k_lo + width]
+        for d in range(1, 2 * rf + 1):
+            src = padded[k_lo + d : k_lo + d + width]
+            for j in range(width):
+                m[j] = max(m[j], src[j])
+    col_max = np.empty(width, logspec.dtype)
     for t in range(t_lo, t_hi):
-        for k in range(k_lo, k_hi + 1):
-            v = logspec[t, k]
-            if v <= floor:
+        a, b = max(0, t - rt), min(n_t, t + rt + 1)
+        col_max[:] = row_max[a - r0]
+        for r in range(a + 1, b):
+            src = row_max[r - r0]
+            for j in range(width):
+                col_max[j] = max(col_max[j], src[j])
+        row = logspec[t]
+        for j in range(width):
+            v = row[k_lo + j]
+            if v != col_max[j] or v <= floor:
                 continue
-            # cheap 3x3 test first: most cells fail it
-            is_peak = True
-            for dt in range(-1, 2):
-                tt = t + dt
-                if tt < 0 or tt >= n_t:
-                    continue
-                for dk in range(-1, 2):
-                    kk = k + dk
-                    if kk < 0 or kk >= n_k or (dt == 0 and dk == 0):
-                        continue
-                    w = logspec[tt, kk]
-                    if w > v or (w == v and (dt < 0 or (dt == 0 and dk < 0))):
-                        is_peak = False
-                        break
-                if not is_peak:
-                    break
-            if not is_peak:
+            k = k_lo + j
+            if not _is_strict_peak(logspec, t, k, rt, rf):
                 continue
-            for tt in range(max(0, t - rt), min(n_t, t + rt + 1)):
-                for kk in range(max(0, k - rf), min(n_k, k + rf + 1)):
-                    if tt == t and kk == k:
-                        continue
-                    w = logspec[tt, kk]
-                    if w > v or (w == v and (tt < t or (tt == t and kk < k))):
-                        is_peak = False
-                        break
-                if not is_peak:
-                    break
-            if is_peak:
-                if n == out_t.shape[0]:
-                    out_t = np.concatenate((out_t, np.empty(n, np.int32)))
-                    out_k = np.concatenate((out_k, np.empty(n, np.int32)))
-                out_t[n] = t
-                out_k[n] = k
-                n += 1
+            if n == out_t.shape[0]:
+                out_t = np.concatenate((out_t, np.empty(n, np.int32)))
+                out_k = np.concatenate((out_k, np.empty(n, np.int32)))
+            out_t[n] = t
+            out_k[n] = k
+            n += 1
     return out_t[:n], out_k[:n]
 
 

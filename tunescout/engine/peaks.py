@@ -45,8 +45,18 @@ def _band_bins(params: FingerprintParams) -> tuple[int, int]:
     )
 
 
+def analysis_bins(params: FingerprintParams) -> tuple[int, int]:
+    """The FFT bins (lo, hi), hi exclusive, that peak picking reads for either role: the analysis band
+    plus the widest peak rectangle around it (and one bin each side for the interpolation)."""
+    k_lo, k_hi = _band_bins(params)
+    reach = max(params.ref_peak_freq_radius, params.query_peak_freq_radius, 1)
+    return max(0, k_lo - reach), min(params.n_fft // 2 + 1, k_hi + reach + 1)
+
+
 class PeakPicker:
-    """Feed log-power frames with `push`; `finish` returns the peaks of everything fed."""
+    """Feed log-power frames with `push` (columns = the bins of `analysis_bins`, as
+    `SpectrogramStream(params, bins=analysis_bins(params))` makes them); `finish` returns the peaks of
+    everything fed."""
 
     def __init__(self, params: FingerprintParams, role: Role) -> None:
         self._params = params
@@ -61,10 +71,12 @@ class PeakPicker:
             pps = params.query_peaks_per_second
         self._block = params.peak_block_frames
         self._per_block = max(1, round(pps * params.peak_block_frames * params.frame_seconds))
-        self._k_lo, self._k_hi = _band_bins(params)
+        self._first_bin, last = analysis_bins(params)
+        k_lo, k_hi = _band_bins(params)  # in columns of the frames fed:
+        self._k_lo, self._k_hi = k_lo - self._first_bin, k_hi - self._first_bin
         full_scale = math.log((params.n_fft / 4) ** 2)  # log power of a full-scale sine's peak bin (Hann)
         self._floor = full_scale + params.peak_floor_db / 10 * math.log(10)
-        self._buf = np.empty((0, params.n_fft // 2 + 1), np.float32)
+        self._buf = np.empty((0, last - self._first_bin), np.float32)
         self._buf_start = 0  # absolute frame index of self._buf[0]
         self._scanned = 0  # frames before this have been scanned for candidates
         self._cand: list[
@@ -116,7 +128,7 @@ class PeakPicker:
         denom = a - 2 * b + c
         delta = np.where(denom < 0, 0.5 * (a - c) / np.where(denom < 0, denom, -1.0), 0.0)
         delta = np.clip(delta, -0.5, 0.5)
-        freq = (k + delta) * (self._params.sample_rate_hz / self._params.n_fft)
+        freq = (k + self._first_bin + delta) * (self._params.sample_rate_hz / self._params.n_fft)
         self._cand.append((t + self._buf_start, freq, buf[t, k]))
 
     def _rank(self, final: bool) -> None:
@@ -132,7 +144,8 @@ class PeakPicker:
 
 
 def find_peaks(logspec: np.ndarray, params: FingerprintParams, role: Role) -> Peaks:
-    """Whole-spectrogram convenience around `PeakPicker`."""
+    """Whole-spectrogram convenience around `PeakPicker` (`logspec` has every FFT bin)."""
+    lo, hi = analysis_bins(params)
     picker = PeakPicker(params, role)
-    picker.push(logspec)
+    picker.push(logspec[:, lo:hi])
     return picker.finish()

