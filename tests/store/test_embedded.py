@@ -283,6 +283,29 @@ def test_delete_hides_at_once_and_full_compaction_removes(tmp_path: Path) -> Non
         assert len(shard.lookup(np.array([5], np.uint32))) == 3
 
 
+def test_merges_give_level0_pages_back_to_the_disk(tmp_path: Path) -> None:
+    """Level-0 blobs live in SQLite until a merge moves them to a segment file; their pages must then
+    leave shard.sqlite (and its WAL), or the database keeps every posting ever ingested a second time."""
+    rng = np.random.default_rng(7)
+    with open_shard(tmp_path, level0_max_tracks=1000, level0_max_rows=10**9) as shard:
+        for i in range(40):
+            shard.ingest(TrackMeta(sha1_of(i), "t"), *make_fingerprints(rng, 20_000, hash_space=1 << 30))
+        db = tmp_path / embedded_module.SQLITE_NAME
+        grown = db.stat().st_size + _wal_size(db)
+        shard.compact(full=True)
+        assert shard.segment_summary().level0_segments == 0
+        shrunk = db.stat().st_size + _wal_size(db)
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
+    assert grown > 2_000_000
+    assert shrunk < 200_000, f"shard.sqlite and WAL hold {shrunk} bytes after the merge"
+
+
+def _wal_size(db: Path) -> int:
+    wal = db.with_name(db.name + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
 # -- crash safety --------------------------------------------------------------------------------------
 
 

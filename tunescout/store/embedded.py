@@ -803,7 +803,12 @@ class EmbeddedShard:
                 [(_PURGED, t, _DELETED) for t in prepared.purged_track_ids],
             )
         try:  # hand the merged blobs' pages back to the filesystem; harmless if it fails
-            self._conn().execute("PRAGMA incremental_vacuum")
+            conn = self._conn()
+            # the pragma frees one page per step and returns no row, so execute() (one step) freed one
+            # page and a shard kept every level-0 page it ever wrote; executescript() steps it to the
+            # end. The checkpoint then copies the shrunken database out of the WAL and truncates both.
+            conn.executescript("PRAGMA incremental_vacuum;")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except sqlite3.Error as exc:
             logger.warning("shard %s: incremental vacuum failed: %s", self.path, exc)
 
