@@ -59,19 +59,28 @@ def _hypotheses(match_params: MatchParams) -> list[tuple[float, float]]:
     return [(s, 1.0) for s in match_params.speed_factors] + [(1.0, r) for r in match_params.tempo_factors]
 
 
-def _split(union: np.ndarray, postings: Postings, own: np.ndarray) -> Postings:
-    """The postings of `own` (a sorted subset of `union`) re-indexed into `own`."""
-    pos = np.searchsorted(union, own)
-    member = np.zeros(union.size, bool)
-    member[pos] = True
-    keep = member[postings.hash_index]
-    remap = np.full(union.size, -1, np.int32)
-    remap[pos] = np.arange(own.size, dtype=np.int32)
-    return Postings(
-        hash_index=remap[postings.hash_index[keep]],
-        track_id=postings.track_id[keep],
-        offset=postings.offset[keep],
-    )
+class _Groups:
+    """Where each hash of a sorted `union` has its postings: rows [starts[i], starts[i] + counts[i])."""
+
+    def __init__(self, union: np.ndarray, postings: Postings) -> None:
+        self.union = union
+        self.postings = postings
+        self.counts = np.bincount(postings.hash_index, minlength=union.size)
+        self.starts = np.cumsum(self.counts) - self.counts
+
+    def split(self, own: np.ndarray) -> Postings:
+        """The postings of `own` (a sorted subset of `union`) re-indexed into `own`. Costs the rows it
+        returns, not all of the union's (12 hypotheses each scanning every row cost 28 ms per query at
+        10,000 tracks)."""
+        pos = np.searchsorted(self.union, own)
+        counts = self.counts[pos]
+        total = int(counts.sum())
+        hash_index = np.repeat(np.arange(own.size, dtype=np.int32), counts)
+        first_out = np.cumsum(counts) - counts
+        rows = np.arange(total) + np.repeat(self.starts[pos] - first_out, counts)
+        return Postings(
+            hash_index=hash_index, track_id=self.postings.track_id[rows], offset=self.postings.offset[rows]
+        )
 
 
 def match_peaks(
@@ -104,10 +113,10 @@ def match_peaks(
     ]
     uniques = [arrays.unique(f.hashes) for f in prints]
     union = arrays.unique(np.concatenate(uniques))
-    all_postings = lookup(union, match_params.max_postings_per_hash)
+    groups = _Groups(union, lookup(union, match_params.max_postings_per_hash))
     for fp, own, (speed, tempo) in zip(prints, uniques, hyp, strict=True):
         candidates += rank_offsets(
-            fp, own, _split(union, all_postings, own), match_params,
+            fp, own, groups.split(own), match_params,
             speed=speed, tempo=tempo, top=match_params.max_results + 2,
         )  # fmt: skip
     return _rank(candidates, track_sizes, params, match_params)[0]

@@ -1,0 +1,30 @@
+"""The hypotheses' shared lookup: one lookup of the union of their hashes, split back per hypothesis."""
+
+import numpy as np
+
+from tunescout.engine.match import _Groups
+from tunescout.store.shard import Postings
+
+
+def test_split_gives_each_subset_its_postings_in_order() -> None:
+    rng = np.random.default_rng(3)
+    union = np.unique(rng.integers(0, 1 << 20, 400)).astype(np.uint32)
+    counts = rng.integers(0, 4, union.size)  # some hashes have no postings at all
+    hash_index = np.repeat(np.arange(union.size, dtype=np.int32), counts)
+    postings = Postings(
+        hash_index=hash_index,
+        track_id=rng.integers(1, 50, hash_index.size).astype(np.int64),
+        offset=rng.integers(0, 5000, hash_index.size).astype(np.int32),
+    )
+    groups = _Groups(union, postings)
+    for size in (0, 1, 37, union.size):
+        own = np.sort(rng.choice(union, size, replace=False))
+        got = groups.split(own)
+        # brute force: every posting whose hash is in `own`, in the union's row order, re-indexed
+        position = {int(h): i for i, h in enumerate(own)}
+        keep = [j for j in range(len(postings)) if int(union[hash_index[j]]) in position]
+        want_index = [position[int(union[hash_index[j]])] for j in keep]
+        np.testing.assert_array_equal(got.hash_index, np.asarray(want_index, np.int32))
+        np.testing.assert_array_equal(got.track_id, postings.track_id[keep])
+        np.testing.assert_array_equal(got.offset, postings.offset[keep])
+        assert got.hash_index.dtype == np.int32
