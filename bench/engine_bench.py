@@ -733,6 +733,10 @@ def grow_with_filler(store: Path, total_tracks: int, seed: int) -> tuple[Path, d
             filler_durations.append(float(durations[src]))
             if (i + 1) % 1000 == 0:
                 _log(f"  filler: {i + 1}/{n_filler} tracks")
+        # what the matcher does once writes pause: one segment file (services/matcher/shardset.py)
+        t0 = time.perf_counter()
+        shard.compact(full=True)
+        compact_s = time.perf_counter() - t0
         stats = shard.stats()
         segments = asdict(shard.segment_summary())
         records = shard.get_tracks(range(1, 2 * stats.n_tracks + 100))
@@ -754,6 +758,7 @@ def grow_with_filler(store: Path, total_tracks: int, seed: int) -> tuple[Path, d
         "stats": asdict(stats),
         "audio_h": audio_h,
         "bytes_per_hour_mb": stats.bytes_on_disk / 1e6 / audio_h,
+        "compact_s": compact_s,
         "segments": segments,
     }
 

@@ -38,7 +38,10 @@ logger = logging.getLogger(__name__)
 
 MAX_GLOBAL_ID = (1 << 31) - 1  # see score.rank_offsets: (track << 32) + offset must fit an int64
 REOPEN_INTERVAL_S = 5.0  # how often a shard that failed to open is tried again
-FULL_COMPACT_MAX_ROWS = 200_000_000  # larger shards keep their size tiers: a full rewrite would take minutes
+# larger shards keep their size tiers. One segment makes lookups 2.2x faster than the size tiers at
+# 10,000 tracks (774 M postings, 4 GB): 11 -> 4.9 ms for a 10 s clip; merging them all took 25 s on 2 cores,
+# in the background, with lookups and ingests going on (and as much free disk as the shard's size).
+FULL_COMPACT_MAX_ROWS = 1_500_000_000
 
 
 class ShardUnavailable(Exception):
