@@ -29,7 +29,7 @@ from tunescout.common.config import Config
 from tunescout.common.grpc_errors import abort
 from tunescout.engine.errors import StoreError
 from tunescout.engine.fingerprint import extract_peaks
-from tunescout.engine.match import match_peaks
+from tunescout.engine.match import TrackSize, match_peaks
 from tunescout.engine.params import DEFAULT_MATCH_PARAMS, DEFAULT_PARAMS, FINGERPRINT_VERSION
 from tunescout.engine.peaks import Peaks, Role
 from tunescout.matcher.v1 import matcher_pb2 as pb
@@ -279,9 +279,12 @@ def warm_up() -> None:
     rng = np.random.default_rng(0)
     pcm = rng.standard_normal(DEFAULT_PARAMS.sample_rate_hz * 3).astype(np.float32)
     peaks = extract_peaks([pcm], DEFAULT_PARAMS, Role.QUERY)
+    # one stored match per lookup, so that scoring runs (and compiles) as far as a real one
+    one = Postings(np.zeros(1, np.int32), np.ones(1, np.int64), np.zeros(1, np.int32))
     match_peaks(
-        peaks, lambda hashes, cap: Postings.empty(), lambda ids: {}, DEFAULT_PARAMS, DEFAULT_MATCH_PARAMS
-    )
+        peaks, lambda hashes, cap: one, lambda ids: {1: TrackSize(n_hashes=1)}, DEFAULT_PARAMS,
+        DEFAULT_MATCH_PARAMS,
+    )  # fmt: skip
 
 
 def _match(shards: ShardSet, peaks: Peaks, report: FanoutReport) -> tuple[list, dict[int, StoredTrack]]:

@@ -151,3 +151,43 @@ def test_best_window_finds_the_consistent_offset():
     tracks, best, first, last, total = kernels.best_window_per_track(keys, 1)
     assert list(tracks) == [7] and list(best) == [5] and list(total) == [8]
     assert (first[0] & 0xFFFFFFFF) - (1 << 31) == 4 and (last[0] & 0xFFFFFFFF) - (1 << 31) == 6
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_match_keys_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    n_hashes, n_rows = 50, 300
+    hash_of_row = rng.integers(0, n_hashes, n_rows)  # query rows sharing hashes
+    order = np.argsort(hash_of_row, kind="stable").astype(np.int32)
+    counts = np.bincount(hash_of_row, minlength=n_hashes).astype(np.int64)
+    starts = (np.cumsum(counts) - counts).astype(np.int64)
+    query_offsets = rng.integers(0, 600, n_rows).astype(np.int32)
+    hash_index = np.sort(rng.integers(0, n_hashes, 400)).astype(np.int32)
+    track_id = rng.integers(0, 1 << 31, hash_index.size).astype(np.int64)
+    offset = rng.integers(0, 1 << 24, hash_index.size).astype(np.int32)
+    args = (hash_index, track_id, offset, order, starts, counts, query_offsets)
+    got, want = kernels.match_keys(*args), kernels.match_keys_reference(*args)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    track = got[0] >> 32
+    delta = (got[0] & 0xFFFFFFFF) - kernels.KEY_DELTA_BIAS
+    assert (track >= 0).all() and track.max() < 1 << 31 and (delta < 1 << 24).all() and (delta > -600).all()
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        np.array([], np.int64),
+        np.array([7], np.int64),
+        np.array([5, 5, 5, 1, 1], np.int64),  # ties: stability is visible in the payload
+        np.random.default_rng(1).integers(0, 40, 5000).astype(np.int64),  # one radix pass
+        np.random.default_rng(2).integers(-(1 << 62), 1 << 62, 5000).astype(np.int64),  # six passes
+        (np.random.default_rng(3).integers(0, 10_000, 20_000).astype(np.int64) << 32)
+        + np.random.default_rng(4).integers(0, 1 << 22, 20_000),
+    ],
+)
+def test_sort_pairs_matches_reference(keys):
+    payload = np.arange(keys.size, dtype=np.int32)
+    got, want = kernels.sort_pairs(keys, payload), kernels.sort_pairs_reference(keys, payload)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])

@@ -28,3 +28,19 @@ def test_split_gives_each_subset_its_postings_in_order() -> None:
         np.testing.assert_array_equal(got.track_id, postings.track_id[keep])
         np.testing.assert_array_equal(got.offset, postings.offset[keep])
         assert got.hash_index.dtype == np.int32
+
+
+def test_index_hashes_groups_every_row_under_its_hash() -> None:
+    from tunescout.engine.score import index_hashes
+
+    rng = np.random.default_rng(5)
+    hashes = rng.integers(0, 3000, 5000).astype(np.uint32)  # many repeats
+    index = index_hashes(hashes)
+    np.testing.assert_array_equal(index.unique, np.unique(hashes))
+    assert index.unique.dtype == np.uint32 and index.order.dtype == np.int32
+    for i in (0, 17, index.unique.size - 1):
+        rows = index.order[index.starts[i] : index.starts[i] + index.counts[i]]
+        np.testing.assert_array_equal(rows, np.flatnonzero(hashes == index.unique[i]))  # in row order
+    assert index.counts.sum() == hashes.size
+    empty = index_hashes(np.empty(0, np.uint32))
+    assert empty.unique.size == 0 and empty.counts.size == 0

@@ -356,6 +356,117 @@ def hash_triplets_reference(
     return h[ok].astype(np.uint32), offsets
 
 
+# -- scoring: (track, offset difference) keys of every match, sorted -------------------------------------
+
+KEY_DELTA_BIAS = 1 << 31  # keys are track << 32 | (offset difference + this): tracks < 2**31, |delta| < 2**31
+
+
+@njit(cache=True, nogil=True)
+def match_keys(
+    hash_index: np.ndarray,
+    track_id: np.ndarray,
+    offset: np.ndarray,
+    query_order: np.ndarray,
+    query_starts: np.ndarray,
+    query_counts: np.ndarray,
+    query_offsets: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One (key, query row) per (stored posting, query landmark) pair sharing a hash: key = track << 32 |
+    (stored offset - query offset + KEY_DELTA_BIAS). Query rows of hash h are
+    query_order[query_starts[h] : query_starts[h] + query_counts[h]]. Postings in order, then query rows."""
+    n = hash_index.shape[0]
+    total = 0
+    for p in range(n):
+        total += query_counts[hash_index[p]]
+    keys = np.empty(total, np.int64)
+    rows = np.empty(total, np.int32)
+    k = 0
+    for p in range(n):
+        h = hash_index[p]
+        base = (np.int64(track_id[p]) << 32) + np.int64(offset[p]) + KEY_DELTA_BIAS
+        s = query_starts[h]
+        for j in range(query_counts[h]):
+            r = query_order[s + j]
+            keys[k] = base - np.int64(query_offsets[r])
+            rows[k] = r
+            k += 1
+    return keys, rows
+
+
+def match_keys_reference(
+    hash_index: np.ndarray,
+    track_id: np.ndarray,
+    offset: np.ndarray,
+    query_order: np.ndarray,
+    query_starts: np.ndarray,
+    query_counts: np.ndarray,
+    query_offsets: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy reference of `match_keys`, with repeat/cumsum index arithmetic."""
+    reps = query_counts[hash_index]
+    total = int(reps.sum())
+    posting_of = np.repeat(np.arange(hash_index.size), reps)
+    within = np.arange(total) - np.repeat(np.cumsum(reps) - reps, reps)
+    rows = query_order[query_starts[hash_index[posting_of]] + within].astype(np.int32)
+    keys = (track_id[posting_of].astype(np.int64) << 32) + (
+        offset[posting_of].astype(np.int64) - query_offsets[rows].astype(np.int64) + KEY_DELTA_BIAS
+    )
+    return keys, rows
+
+
+_RADIX_BITS = 11
+
+
+@njit(cache=True, nogil=True)
+def sort_pairs(keys: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`keys` sorted ascending with `payload` carried along, stable (equal keys keep their order): an LSD
+    radix sort over the bits the keys' range spans, 11 per pass (2x faster than NumPy's sort on the
+    50k-600k keys of a query)."""
+    n = keys.shape[0]
+    if n == 0:
+        return keys.copy(), payload.copy()
+    lo = keys.min()
+    span = np.uint64(keys.max() - lo)
+    a = np.empty(n, np.uint64)
+    for i in range(n):
+        a[i] = np.uint64(keys[i] - lo)
+    pa = payload.copy()
+    b = np.empty(n, np.uint64)
+    pb = np.empty_like(payload)
+    mask = np.uint64((1 << _RADIX_BITS) - 1)
+    count = np.empty(1 << _RADIX_BITS, np.int64)
+    shift = 0
+    while shift < 64 and (span >> np.uint64(shift)) != 0:
+        count[:] = 0
+        s = np.uint64(shift)
+        for i in range(n):
+            count[(a[i] >> s) & mask] += 1
+        total = 0
+        for d in range(1 << _RADIX_BITS):
+            c = count[d]
+            count[d] = total
+            total += c
+        for i in range(n):
+            d = (a[i] >> s) & mask
+            j = count[d]
+            b[j] = a[i]
+            pb[j] = pa[i]
+            count[d] = j + 1
+        a, b = b, a
+        pa, pb = pb, pa
+        shift += _RADIX_BITS
+    out = np.empty(n, np.int64)
+    for i in range(n):
+        out[i] = np.int64(a[i]) + lo
+    return out, pa
+
+
+def sort_pairs_reference(keys: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy reference of `sort_pairs`: a stable argsort."""
+    order = np.argsort(keys, kind="stable")
+    return keys[order], payload[order]
+
+
 # -- scoring: the best offset window of every track ------------------------------------------------------
 
 

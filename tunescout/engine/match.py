@@ -17,7 +17,7 @@ from tunescout.engine import arrays
 from tunescout.engine.fingerprint import hashes_from_peaks, query_landmarks
 from tunescout.engine.params import DEFAULT_MATCH_PARAMS, DEFAULT_PARAMS, FingerprintParams, MatchParams
 from tunescout.engine.peaks import Peaks, Role
-from tunescout.engine.score import Candidate, Lookup, calibrated_confidence, rank_offsets
+from tunescout.engine.score import Candidate, Lookup, calibrated_confidence, index_hashes, rank_offsets
 from tunescout.store.shard import FingerprintShard, Postings
 
 
@@ -93,9 +93,9 @@ def match_peaks(
     """Up to `max_results` tracks, most confident first, each at least `min_confidence`; [] if none is."""
     landmarks = query_landmarks(peaks, params)
     plain = hashes_from_peaks(peaks, params, Role.QUERY, landmarks=landmarks)
-    unique = arrays.unique(plain.hashes)
-    postings = lookup(unique, match_params.max_postings_per_hash)
-    candidates = rank_offsets(plain, unique, postings, match_params, top=match_params.max_results + 2)
+    index = index_hashes(plain.hashes)
+    postings = lookup(index.unique, match_params.max_postings_per_hash)
+    candidates = rank_offsets(plain, index, postings, match_params, top=match_params.max_results + 2)
     results, concentration = _rank(candidates, track_sizes, params, match_params)
     # matches spread around the offset (rather than piled in its window) mean the clip's tempo differs:
     # the plain answer may name the right track, but its offset drifts, so the hypotheses still run
@@ -111,12 +111,12 @@ def match_peaks(
     prints = [
         hashes_from_peaks(peaks, params, Role.QUERY, speed=s, tempo=r, landmarks=landmarks) for s, r in hyp
     ]
-    uniques = [arrays.unique(f.hashes) for f in prints]
-    union = arrays.unique(np.concatenate(uniques))
+    indexes = [index_hashes(f.hashes) for f in prints]
+    union = arrays.unique(np.concatenate([i.unique for i in indexes]))
     groups = _Groups(union, lookup(union, match_params.max_postings_per_hash))
-    for fp, own, (speed, tempo) in zip(prints, uniques, hyp, strict=True):
+    for fp, index, (speed, tempo) in zip(prints, indexes, hyp, strict=True):
         candidates += rank_offsets(
-            fp, own, groups.split(own), match_params,
+            fp, index, groups.split(index.unique), match_params,
             speed=speed, tempo=tempo, top=match_params.max_results + 2,
         )  # fmt: skip
     return _rank(candidates, track_sizes, params, match_params)[0]
