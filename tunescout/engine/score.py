@@ -111,7 +111,9 @@ def rank_offsets(
     out = []
     for i in chosen:
         track = int(track_ids[i])
-        lo, hi = np.searchsorted(keys, [track << 32, (track + 1) << 32])  # the track's matches
+        # the track's matches; its last possible key stays below 2**63 for every track id < 2**31
+        lo = int(np.searchsorted(keys, np.int64(track << 32), side="left"))
+        hi = int(np.searchsorted(keys, np.int64((track << 32) | 0xFFFFFFFF), side="right"))
         offset, frames, matches, nearby = _best_offset_of_track(
             (keys[lo:hi] & 0xFFFFFFFF) - kernels.KEY_DELTA_BIAS,
             query_offsets[rows[lo:hi]],

@@ -1,4 +1,4 @@
-"""The hypotheses' shared lookup: one lookup of the union of their hashes, split back per hypothesis."""
+"""Scoring helpers: the hypotheses' shared lookup split back, the hash index, the offset ranking."""
 
 import numpy as np
 
@@ -44,3 +44,33 @@ def test_index_hashes_groups_every_row_under_its_hash() -> None:
     assert index.counts.sum() == hashes.size
     empty = index_hashes(np.empty(0, np.uint32))
     assert empty.unique.size == 0 and empty.counts.size == 0
+
+
+def test_rank_offsets_finds_each_track_offset_up_to_the_largest_track_id() -> None:
+    from tunescout.engine.fingerprint import Fingerprint
+    from tunescout.engine.params import DEFAULT_MATCH_PARAMS
+    from tunescout.engine.score import index_hashes, rank_offsets
+
+    rng = np.random.default_rng(11)
+    n = 60
+    query = Fingerprint(
+        hashes=rng.choice(1 << 30, n, replace=False).astype(np.uint32),
+        offsets=np.sort(rng.integers(0, 600, n)).astype(np.int32),
+    )
+    index = index_hashes(query.hashes)
+    row_of = {int(h): i for i, h in enumerate(query.hashes)}
+    big, small = (1 << 31) - 1, 7  # the largest global track id scoring allows, and a small one
+    rows, tracks, offsets = [], [], []
+    for track, start, share in ((big, 1234, 40), (small, 50, 25)):
+        for h in index.unique[:share] if track == big else index.unique[-share:]:
+            rows.append(int(np.searchsorted(index.unique, h)))
+            tracks.append(track)
+            offsets.append(start + int(query.offsets[row_of[int(h)]]))
+    order = np.argsort(rows, kind="stable")
+    postings = Postings(
+        hash_index=np.asarray(rows, np.int32)[order],
+        track_id=np.asarray(tracks, np.int64)[order],
+        offset=np.asarray(offsets, np.int32)[order],
+    )
+    found = rank_offsets(query, index, postings, DEFAULT_MATCH_PARAMS, top=5)
+    assert [(c.track_id, c.offset_frames, c.matches) for c in found] == [(big, 1234, 40), (small, 50, 25)]
