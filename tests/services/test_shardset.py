@@ -1,6 +1,8 @@
 """ShardSet (unit): the fan-out waits for every shard at most its deadline, in parallel, and reports the
 shards that were too slow or failed; real embedded shards, one wrapped to be slow or broken."""
 
+import logging
+import shutil
 import time
 
 import numpy as np
@@ -169,3 +171,23 @@ def test_redis_cache_goes_away_and_is_used_again_when_it_returns(tmp_path, monke
     finally:
         shardset.close()
         server.stop()
+
+
+def test_no_full_compaction_without_the_disk_space_for_it(tmp_path, monkeypatch, caplog):
+    store = parse_config({}).instances[0]
+    shard = EmbeddedShard(tmp_path / "s", fingerprint_version=FINGERPRINT_VERSION, level0_max_tracks=1)
+    shardset = ShardSet([ShardHandle(0, store, lambda c: shard, None)], deadline_s=5.0)
+    try:
+        for name in NAMES[:3]:
+            fp = reference(name)
+            shardset.ingest(TrackMeta(fp.file_sha1, name), fp.fingerprint.hashes, fp.fingerprint.offsets)
+        files_before = len(shard.segment_summary().file_rows)
+        assert files_before > 1
+        full = shutil.disk_usage(tmp_path)
+        monkeypatch.setattr(shutil, "disk_usage", lambda p: full._replace(free=1000))
+        with caplog.at_level(logging.WARNING):
+            assert not shardset.handles[0].compact_if_idle(idle_s=0.0)
+        assert "not compacted" in caplog.text
+        assert len(shard.segment_summary().file_rows) == files_before
+    finally:
+        shardset.close()
