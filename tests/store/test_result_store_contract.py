@@ -66,3 +66,8 @@ def test_only_plain_json_objects(store):
         store.put("B" * 32, {"x": float("nan")})
     with pytest.raises(ValueError):
         store.put("C" * 32, [1, 2])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not plain JSON"):
+        store.put("D" * 32, {"x": {1, 2}})  # a set: every backend says ValueError, not TypeError
+    with pytest.raises(ValueError):
+        store.put("", {"a": 1})
+    assert store.get("D" * 32) is None

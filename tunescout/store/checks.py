@@ -1,12 +1,16 @@
-"""Input checks every shard backend applies the same way (tracks' metadata, fingerprints, query hashes)."""
+"""Input checks every backend applies the same way: shards (tracks' metadata, fingerprints, query hashes)
+and result stores (tokens, results as JSON text)."""
 
 from __future__ import annotations
 
+import json
 import math
+from typing import Any
 
 import numpy as np
 
 from tunescout.engine import arrays
+from tunescout.engine.errors import StoreError
 from tunescout.store.shard import Postings, TrackMeta
 
 MAX_TRACK_FRAMES = 1 << 24  # frames (~74 h at 16 ms); a larger offset is a caller's bug, not a long track
@@ -74,3 +78,31 @@ def postings_from_rows(queries: np.ndarray, found: np.ndarray, cap: int) -> Post
         keep = counts[hash_index] <= cap
         hash_index, found = hash_index[keep], found[keep]
     return Postings(hash_index=hash_index, track_id=found[:, 1].copy(), offset=found[:, 2].astype(np.int32))
+
+
+def check_token(token: str) -> None:
+    if not isinstance(token, str) or not token:
+        raise ValueError("a result token must be a non-empty string")
+
+
+def encode_result(token: str, result: dict[str, Any]) -> str:
+    """A recognition result as the JSON text a result store keeps (never pickle). ValueError for an empty
+    token, a result that is not a dict, or one that is not plain JSON (NaN and infinities included)."""
+    check_token(token)
+    if not isinstance(result, dict):
+        raise ValueError(f"a result must be a dict, got {type(result).__name__}")
+    try:
+        return json.dumps(result, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"result for token {token!r} is not plain JSON: {exc}") from exc
+
+
+def decode_result(where: object, token: str, text: str) -> dict[str, Any]:
+    """The result a store read back for `token`; StoreError if it is not a JSON object (damage)."""
+    try:
+        result = json.loads(text)
+    except ValueError as exc:
+        raise StoreError(f"{where}: token {token!r} holds no valid JSON: damaged ({exc})") from exc
+    if not isinstance(result, dict):
+        raise StoreError(f"{where}: token {token!r} holds no JSON object: damaged")
+    return result

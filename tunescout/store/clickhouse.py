@@ -19,7 +19,6 @@ SQL by hand; the database name is checked as an identifier.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -30,7 +29,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from tunescout.engine.errors import StoreError, StoreFormatError
-from tunescout.store.checks import check_meta, check_queries, postings_from_rows, sorted_postings
+from tunescout.store.checks import (
+    check_meta,
+    check_queries,
+    decode_result,
+    encode_result,
+    postings_from_rows,
+    sorted_postings,
+)
 from tunescout.store.shard import IngestOutcome, Postings, ShardStats, TrackMeta, TrackRecord
 
 logger = logging.getLogger(__name__)
@@ -381,8 +387,9 @@ _RESULTS_SCHEMA = (
 
 
 class ClickHouseResultStore:
-    """Recognition results by token in a ClickHouse database (JSON text, never pickle). Tokens carry 192
-    random bits, so a put never collides and needs no uniqueness check."""
+    """Recognition results by token in a ClickHouse database (JSON text, never pickle). ClickHouse has no
+    unique keys, so `put` reads the token first to keep the contract (a token is written once); the
+    service's tokens carry 192 random bits, so the read never finds one."""
 
     def __init__(
         self,
@@ -409,9 +416,7 @@ class ClickHouseResultStore:
         self._t = database
 
     def put(self, token: str, result: dict[str, Any]) -> None:
-        if not isinstance(result, dict):
-            raise ValueError(f"a result must be a dict, got {type(result).__name__}")
-        encoded = json.dumps(result, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        encoded = encode_result(token, result)
         if self.get(token) is not None:
             raise StoreError(f"result token {token!r} is already used")
         self._db.call(
@@ -432,10 +437,7 @@ class ClickHouseResultStore:
         )
         if not rows:
             return None
-        result = json.loads(rows[0][0])
-        if not isinstance(result, dict):
-            raise StoreError(f"{self.path}: token {token!r} holds no JSON object: damaged")
-        return result
+        return decode_result(self.path, token, rows[0][0])
 
     def close(self) -> None:
         self._c.close()

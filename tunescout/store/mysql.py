@@ -16,7 +16,6 @@ checked against `_NAME_RE`, and fixed table names.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 import time
@@ -28,7 +27,14 @@ import numpy as np
 import pymysql
 
 from tunescout.engine.errors import StoreError, StoreFormatError
-from tunescout.store.checks import check_meta, check_queries, postings_from_rows, sorted_postings
+from tunescout.store.checks import (
+    check_meta,
+    check_queries,
+    decode_result,
+    encode_result,
+    postings_from_rows,
+    sorted_postings,
+)
 from tunescout.store.loop_thread import LoopThread
 from tunescout.store.shard import IngestOutcome, Postings, ShardStats, TrackMeta, TrackRecord
 
@@ -454,9 +460,7 @@ class MySQLResultStore:
         self.path = self._db.where  # named like EmbeddedResultStore's for messages
 
     def put(self, token: str, result: dict[str, Any]) -> None:
-        if not isinstance(result, dict):
-            raise ValueError(f"a result must be a dict, got {type(result).__name__}")
-        encoded = json.dumps(result, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        encoded = encode_result(token, result)
 
         async def put() -> None:
             async with self._db.connection() as conn:
@@ -484,10 +488,7 @@ class MySQLResultStore:
         row = self._db.run(get())
         if row is None:
             return None
-        result = json.loads(row[0])
-        if not isinstance(result, dict):
-            raise StoreError(f"{self.path}: token {token!r} holds no JSON object: damaged")
-        return result
+        return decode_result(self.path, token, row[0])
 
     def close(self) -> None:
         self._db.close()

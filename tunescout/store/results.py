@@ -7,7 +7,6 @@ thread, so a result is readable by any thread as soon as `put` returns.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sqlite3
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tunescout.engine.errors import StoreError, StoreFormatError
+from tunescout.store.checks import check_token, decode_result, encode_result
 
 logger = logging.getLogger(__name__)
 
@@ -90,13 +90,7 @@ class EmbeddedResultStore:
         Raises StoreError if the token is already used, ValueError if the result is not plain JSON
         (NaN and infinities are refused: JSON has no such numbers).
         """
-        _check_token(token)
-        if not isinstance(result, dict):
-            raise ValueError(f"a result must be a dict, got {type(result).__name__}")
-        try:
-            encoded = json.dumps(result, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"result for token {token!r} is not plain JSON: {exc}") from exc
+        encoded = encode_result(token, result)
         with self._lock:
             conn = self._connection()
             try:
@@ -111,7 +105,7 @@ class EmbeddedResultStore:
 
     def get(self, token: str) -> dict[str, Any] | None:
         """The result stored under `token`, or None if there is none."""
-        _check_token(token)
+        check_token(token)
         with self._lock:
             try:
                 row = (
@@ -123,10 +117,7 @@ class EmbeddedResultStore:
                 raise StoreError(f"result store {self.path}: SQLite failed: {exc}") from exc
         if row is None:
             return None
-        result = json.loads(row[0])
-        if not isinstance(result, dict):
-            raise StoreError(f"result store {self.path}: token {token!r} holds no JSON object: damaged")
-        return result
+        return decode_result(f"result store {self.path}", token, row[0])
 
     def close(self) -> None:
         """Close the connection. Idempotent."""
@@ -145,8 +136,3 @@ class EmbeddedResultStore:
         if self._conn is None:
             raise StoreError(f"result store {self.path} is closed")
         return self._conn
-
-
-def _check_token(token: str) -> None:
-    if not isinstance(token, str) or not token:
-        raise ValueError("a result token must be a non-empty string")
