@@ -477,20 +477,24 @@ class EmbeddedShard:
             return _select_live_by_sha1(self._read_conn(), file_sha1)
 
     def get_tracks(self, track_ids: Iterable[int]) -> dict[int, TrackRecord]:
+        rows = self._live_tracks(_SELECT_TRACK, track_ids)
+        return {row[0]: _track_record(row) for row in rows}
+
+    def _live_tracks(self, select: str, track_ids: Iterable[int], order_by: str = "") -> list[tuple]:
+        """Rows of `select` (a SELECT ... FROM tracks) for the live tracks among `track_ids`."""
         wanted = sorted({int(t) for t in track_ids})
         if not wanted:
-            return {}
+            return []
         with self._read_lock:
             self._check_open()
-            rows = (
+            return (
                 self._read_conn()
                 .execute(
-                    _SELECT_TRACK + " WHERE deleted = 0 AND track_id IN (SELECT value FROM json_each(?))",
+                    f"{select} WHERE deleted = 0 AND track_id IN (SELECT value FROM json_each(?)) {order_by}",
                     (json.dumps(wanted),),
                 )
                 .fetchall()
             )
-        return {row[0]: _track_record(row) for row in rows}
 
     def delete_track(self, track_id: int) -> bool:
         """Tombstone a track in one transaction; its postings vanish from lookups before this returns and
@@ -537,20 +541,9 @@ class EmbeddedShard:
     def track_postings(self, track_ids: Iterable[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """One pass over every segment, `EXPORT_CHUNK_ROWS` rows at a time, keeping the rows whose frame
         address falls in a wanted track's range."""
-        wanted = sorted({int(t) for t in track_ids})
-        if not wanted:
-            return {}
-        with self._read_lock:
-            self._check_open()
-            rows = (
-                self._read_conn()
-                .execute(
-                    "SELECT track_id, base_frame, n_frames FROM tracks "
-                    "WHERE deleted = 0 AND track_id IN (SELECT value FROM json_each(?)) ORDER BY base_frame",
-                    (json.dumps(wanted),),
-                )
-                .fetchall()
-            )
+        rows = self._live_tracks(
+            "SELECT track_id, base_frame, n_frames FROM tracks", track_ids, "ORDER BY base_frame"
+        )
         if not rows:
             return {}
         ids = np.array([r[0] for r in rows], np.int64)
