@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import grpc
@@ -288,14 +289,25 @@ def warm_up() -> None:
 
 
 def _match(shards: ShardSet, peaks: Peaks, report: FanoutReport) -> tuple[list, dict[int, StoredTrack]]:
+    # track records fetched once per recognition: scoring asks for the candidates' sizes (after the plain
+    # hypothesis and again after the others) and the answer needs the winners' metadata
+    known: dict[int, StoredTrack] = {}
+
+    def sizes(gids: Iterable[int]) -> dict[int, TrackSize]:
+        wanted = set(gids)
+        missing = [g for g in wanted if g not in known]
+        if missing:
+            known.update(shards.tracks(missing, report))
+        return {g: TrackSize(n_hashes=known[g].track.n_hashes) for g in wanted if g in known}
+
     matches = match_peaks(
         peaks,
         lambda hashes, cap: shards.lookup(hashes, cap, report),
-        lambda track_ids: shards.track_sizes(track_ids, report),
+        sizes,
         DEFAULT_PARAMS,
         DEFAULT_MATCH_PARAMS,
     )
-    return matches, shards.tracks((m.track_id for m in matches), report)
+    return matches, {m.track_id: known[m.track_id] for m in matches if m.track_id in known}
 
 
 def _track(stored: StoredTrack) -> pb.Track:

@@ -25,7 +25,6 @@ from services.matcher.ingest_lock import LocalIngestLocks
 from tunescout.common.config import StoreConfig
 from tunescout.common.metrics import CACHE_LOOKUPS, SHARD_ERRORS, SHARD_LOOKUP_SECONDS
 from tunescout.engine.errors import EngineError
-from tunescout.engine.match import TrackSize
 from tunescout.store.shard import (
     FingerprintShard,
     IngestOutcome,
@@ -273,9 +272,6 @@ class ShardSet:
             for local, record in records.items():
                 found[self.global_id(index, local)] = StoredTrack(handle.name, record)
         return found
-
-    def track_sizes(self, gids: Iterable[int], report: FanoutReport | None = None) -> dict[int, TrackSize]:
-        return {gid: TrackSize(n_hashes=t.track.n_hashes) for gid, t in self.tracks(gids, report).items()}
 
     def find_by_sha1(self, file_sha1: str) -> StoredTrack | None:
         """The track stored from that audio in any shard. ShardUnavailable if a shard cannot say."""

@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 
 from services.matcher.cache import MemoryLookupCache, decode_postings, encode_postings
+from services.matcher.servicer import _match
 from services.matcher.shardset import FanoutReport, ShardHandle, ShardSet
-from tests.services.clips import NAMES, reference
+from tests.services.clips import NAMES, match_request, reference
+from tunescout.common import wire
 from tunescout.common.config import StoreConfig, parse_config
 from tunescout.engine.params import FINGERPRINT_VERSION
+from tunescout.engine.peaks import Peaks
 from tunescout.store import EmbeddedShard, TrackMeta
 from tunescout.store.shard import Postings
 
@@ -189,5 +192,37 @@ def test_no_full_compaction_without_the_disk_space_for_it(tmp_path, monkeypatch,
             assert not shardset.handles[0].compact_if_idle(idle_s=0.0)
         assert "not compacted" in caplog.text
         assert len(shard.segment_summary().file_rows) == files_before
+    finally:
+        shardset.close()
+
+
+def test_a_recognition_reads_the_track_records_once(tmp_path):
+    """Scoring needs the candidates' sizes and the answer the winner's metadata: one read per shard."""
+
+    class CountingShard(SlowShard):
+        calls = 0
+
+        def get_tracks(self, ids):
+            CountingShard.calls += 1
+            return self.inner.get_tracks(ids)
+
+    store = parse_config({}).instances[0]
+    shard = EmbeddedShard(tmp_path / "s", fingerprint_version=FINGERPRINT_VERSION)
+    for name in NAMES:
+        fp = reference(name)
+        shard.ingest(TrackMeta(fp.file_sha1, name), fp.fingerprint.hashes, fp.fingerprint.offsets)
+    counting = CountingShard(shard)
+    shardset = ShardSet([ShardHandle(0, store, lambda c: counting, None)], deadline_s=5.0)
+    try:
+        request = match_request(NAMES[1], 5.0, 8.0)
+        peaks = Peaks(
+            t=wire.from_bytes(request.frames_i32le, wire.I32, "t").astype(np.int32),
+            freq_hz=wire.from_bytes(request.freq_hz_f64le, wire.F64, "f").astype(np.float64),
+            magnitude=wire.from_bytes(request.magnitude_f32le, np.dtype("<f4"), "m").astype(np.float32),
+            n_frames=request.n_frames,
+        )
+        matches, tracks = _match(shardset, peaks, FanoutReport())
+        assert matches and tracks[matches[0].track_id].track.title == NAMES[1]
+        assert CountingShard.calls == 1
     finally:
         shardset.close()
