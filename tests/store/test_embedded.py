@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.store.v1_segments import encode_v1
 from tunescout.engine.errors import StoreError, StoreFormatError
 from tunescout.store import EmbeddedShard, FingerprintShard, Postings, TrackMeta
 from tunescout.store import embedded as embedded_module
+from tunescout.store.segments import SEGMENT_FORMAT_VERSION, Segment, format_version_of
 
 FV = 3
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -519,3 +521,46 @@ def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
         open_shard(tmp_path)
     (tmp_path / "shard.sqlite").unlink()
     open_shard(tmp_path).close()  # the lock was released
+
+
+def test_a_shard_written_in_segment_format_1_is_upgraded_on_open(tmp_path: Path) -> None:
+    rng = np.random.default_rng(21)
+    shard = open_shard(tmp_path, level0_max_tracks=5)
+    for i in range(13):  # 2 files and 3 level-0 segments
+        shard.ingest(TrackMeta(sha1_of(i), "t"), *make_fingerprints(rng, 800))
+    queries = np.unique(
+        np.concatenate(
+            [
+                rng.integers(0, 1 << 32, 200, dtype=np.uint64).astype(np.uint32),
+                np.arange(1 << 12, dtype=np.uint32),
+            ]
+        )
+    )
+    before = as_set(shard.lookup(queries, 0))
+    shard.close()
+
+    def as_v1(segment: Segment) -> bytes:
+        return encode_v1(segment.hashes(), segment.values(), FV, segment.layout.hash_bits)
+
+    files = [tmp_path / name for name in segment_files(tmp_path)]
+    assert files
+    for path in files:
+        path.write_bytes(as_v1(Segment.open_file(path)))
+    db = sqlite3.connect(tmp_path / embedded_module.SQLITE_NAME)
+    with db:
+        rows = db.execute("SELECT segment_id, data FROM level0_segments").fetchall()
+        assert rows
+        for segment_id, data in rows:
+            v1 = as_v1(Segment.from_bytes(data, source="x"))
+            db.execute("UPDATE level0_segments SET data = ? WHERE segment_id = ?", (v1, segment_id))
+    db.close()
+
+    with open_shard(tmp_path, level0_max_tracks=5) as reopened:
+        assert as_set(reopened.lookup(queries, 0)) == before
+    assert segment_files(tmp_path) == [p.name for p in files], "rewritten in place, no file left behind"
+    for path in files:
+        assert format_version_of(path.read_bytes()) == SEGMENT_FORMAT_VERSION
+    db = sqlite3.connect(tmp_path / embedded_module.SQLITE_NAME)
+    blobs = [data for (data,) in db.execute("SELECT data FROM level0_segments")]
+    db.close()
+    assert all(format_version_of(data) == SEGMENT_FORMAT_VERSION for data in blobs)

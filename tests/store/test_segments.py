@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.store.v1_segments import encode_v1
 from tunescout.engine.errors import StoreError, StoreFormatError
 from tunescout.store import segments as seg
 from tunescout.store.segments import (
@@ -33,10 +34,16 @@ def random_rows(
 
 
 def full_hashes(segment: Segment) -> np.ndarray:
-    return seg.decode_hashes_reference(segment.directory, segment.low, segment.layout.low_bits)
+    return seg.decode_hashes_reference(segment.directory, segment.low_words, segment.layout.low_bits)
 
 
-# (hash_bits, dir_bits) pairs that reach low itemsize 4, 2, 1 and 0, and uint32 directories of all sizes
+def packed(values: np.ndarray, value_min: int = 0) -> tuple[np.ndarray, int, int]:
+    """values packed as a segment packs them: (words, value_bits, value_min)."""
+    bits = seg.value_span(value_min, int(values.max(initial=value_min)))
+    return seg.pack_fields_reference(values, value_min, bits), bits, value_min
+
+
+# (hash_bits, dir_bits) pairs that reach 32, 17, 16, 8, 1 and 0 low bits, and directories of all sizes
 LAYOUT_CASES = [
     (32, 0),
     (32, 4),
@@ -56,14 +63,16 @@ LAYOUT_CASES = [
 
 
 @pytest.mark.parametrize(("hash_bits", "dir_bits"), LAYOUT_CASES)
-def test_round_trip_every_layout(tmp_path: Path, hash_bits: int, dir_bits: int) -> None:
+@pytest.mark.parametrize(("value_min", "value_span"), [(0, 1 << 32), (123_456, 1 << 14), (7, 1), (0, 3)])
+def test_round_trip_every_layout(
+    tmp_path: Path, hash_bits: int, dir_bits: int, value_min: int, value_span: int
+) -> None:
     rng = np.random.default_rng(hash_bits * 100 + dir_bits)
-    hashes, values = random_rows(rng, 3000, hash_bits)
-    layout = SegmentLayout(len(hashes), hash_bits, dir_bits)
-    expected_itemsize = {0: 0, **dict.fromkeys(range(1, 9), 1), **dict.fromkeys(range(9, 17), 2)}.get(
-        layout.low_bits, 4
-    )
-    assert layout.low_itemsize == expected_itemsize
+    hashes, values = random_rows(rng, 3000, hash_bits, value_max=value_span)
+    values = values + np.uint32(value_min)
+    layout = SegmentLayout(len(hashes), hash_bits, dir_bits, int(values.min()), int(values.max()))
+    assert layout.value_bits == (int(values.max()) - int(values.min())).bit_length()
+    assert layout.low_nbytes == 4 * max(2, -(-len(hashes) * layout.low_bits // 32) + 1)
 
     blob = encode_segment(hashes, values, fingerprint_version=FV, hash_bits=hash_bits, dir_bits=dir_bits)
     path = tmp_path / "x.tsseg"
@@ -80,9 +89,13 @@ def test_round_trip_every_layout(tmp_path: Path, hash_bits: int, dir_bits: int) 
         assert segment.fingerprint_version == FV
         np.testing.assert_array_equal(full_hashes(segment), hashes)
         np.testing.assert_array_equal(segment.hashes(), hashes)
-        np.testing.assert_array_equal(segment.hashes(100, 2000), hashes[100:2000])
-        np.testing.assert_array_equal(np.asarray(segment.values), values)
-        assert not segment.values.flags.writeable
+        n = len(hashes)
+        np.testing.assert_array_equal(segment.hashes(n // 30, 2 * n // 3), hashes[n // 30 : 2 * n // 3])
+        np.testing.assert_array_equal(segment.values(), values)
+        np.testing.assert_array_equal(segment.values(n // 3, n - 1), values[n // 3 : n - 1])
+        with pytest.raises(IndexError):
+            segment.hashes(0, n + 1)
+        assert not segment.value_words.flags.writeable and not segment.low_words.flags.writeable
 
 
 def test_chunked_writer_matches_single_write(tmp_path: Path) -> None:
@@ -90,11 +103,42 @@ def test_chunked_writer_matches_single_write(tmp_path: Path) -> None:
     hashes, values = random_rows(rng, 20_000, 22)
     blob = encode_segment(hashes, values, fingerprint_version=FV)
     path = tmp_path / "chunked.tsseg"
-    with seg.SegmentFile(path, len(hashes), seg.hash_bits_of(int(hashes[-1])), FV) as out:
+    value_range = (int(values.min()), int(values.max()))
+    with seg.SegmentFile(
+        path, len(hashes), seg.hash_bits_of(int(hashes[-1])), FV, value_range=value_range
+    ) as out:
         for lo in range(0, len(hashes), 777):
             out.append(hashes[lo : lo + 777], values[lo : lo + 777])
         out.finish()
     assert path.read_bytes() == blob
+
+
+@pytest.mark.parametrize("bits", [0, 1, 5, 13, 22, 31, 32])
+def test_packed_sections_match_reference_whatever_the_chunks(bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    fields = rng.integers(0, 1 << bits, 2000, dtype=np.uint64).astype(np.uint32) + np.uint32(
+        3 if bits < 32 else 0
+    )
+    minus = 3 if bits < 32 else 0
+    reference = seg.pack_fields_reference(fields, minus, bits)
+    sink = seg._MemorySink(reference.shape[0] * 4)
+    section = seg._PackedSection(sink, 0, bits, reference.shape[0])
+    for lo in range(0, 2000, 333):  # chunks that end inside a word
+        section.append(fields[lo : lo + 333], minus)
+    section.finish()
+    words = np.frombuffer(bytes(sink.buffer), np.uint32)
+    np.testing.assert_array_equal(words, reference)
+    np.testing.assert_array_equal(seg.unpack_fields_reference(words, bits, minus, 2000), fields)
+    out = np.empty(1500, np.uint32)
+    seg.unpack_fields(words, bits, minus, 250, 1750, out)
+    np.testing.assert_array_equal(out, fields[250:1750])
+
+
+def test_writer_refuses_values_outside_the_announced_range() -> None:
+    sink = seg._MemorySink(SegmentLayout(2, 8, 4, 10, 20).total_nbytes)
+    writer = seg.SegmentWriter(sink, 2, 8, FV, dir_bits=4, value_range=(10, 20))
+    with pytest.raises(ValueError, match="outside the announced range"):
+        writer.append(np.array([1, 2], np.uint32), np.array([10, 21], np.uint32))
 
 
 def test_writer_refuses_unsorted_or_wrong_count(tmp_path: Path) -> None:
@@ -124,14 +168,17 @@ def test_empty_segment(tmp_path: Path) -> None:
 )
 @pytest.mark.parametrize("hash_bits", [22, 32])
 def test_choose_dir_bits_is_near_smallest(n_rows: int, hash_bits: int) -> None:
-    chosen = SegmentLayout.for_rows(n_rows, hash_bits)
-    sizes = [SegmentLayout(n_rows, hash_bits, d).total_nbytes for d in range(min(hash_bits, 24) + 1)]
-    # within the 1/16 allowance spent on extra directory bits, never worse than that
-    assert chosen.total_nbytes <= min(sizes) + n_rows * 8 / 16 + 256
-    assert chosen.dir_bits == choose_dir_bits(n_rows, hash_bits)
+    value_max = (1 << 22) - 1  # a shard of ~165 tracks spans 22 bits of frame addresses
+    chosen = SegmentLayout.for_rows(n_rows, hash_bits, 0, value_max)
+    sizes = [
+        SegmentLayout(n_rows, hash_bits, d, 0, value_max).total_nbytes for d in range(min(hash_bits, 24) + 1)
+    ]
+    # within the 1 % allowance spent on extra directory bits, never worse than that
+    assert chosen.total_nbytes <= min(sizes) * 1.01 + 64
+    assert chosen.dir_bits == choose_dir_bits(n_rows, hash_bits, 22)
     if n_rows >= 1_000_000:
         bytes_per_posting = chosen.total_nbytes / n_rows
-        assert bytes_per_posting <= (5.3 if hash_bits == 22 else 6.3)
+        assert bytes_per_posting <= (3.7 if hash_bits == 22 else 4.8)  # byte-aligned v1: 5.3 / 6.3
     if n_rows >= 1 << 32:
         assert chosen.dir_dtype == np.uint64
 
@@ -140,7 +187,7 @@ def test_reader_refuses_other_format_version(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     blob = bytearray(encode_segment(*random_rows(rng, 100, 32), fingerprint_version=FV))
     struct.pack_into("<I", blob, 8, seg.SEGMENT_FORMAT_VERSION + 1)
-    with pytest.raises(StoreFormatError, match=r"format version 2; this tunescout reads version 1"):
+    with pytest.raises(StoreFormatError, match=r"format version 3; this tunescout reads version 2"):
         Segment.from_bytes(bytes(blob), source="bumped")
     path = tmp_path / "bumped.tsseg"
     path.write_bytes(bytes(blob))
@@ -194,31 +241,44 @@ def test_find_ranges_matches_reference(hash_bits: int, dir_bits: int) -> None:
         np.concatenate([present, absent, [0, hashes[0], hashes[-1], 0xFFFFFFFF]]).astype(np.uint32)
     )
     ref_starts, ref_ends = seg.find_ranges_reference(
-        segment.directory, segment.low, segment.layout.low_bits, queries
+        segment.directory, segment.low_words, segment.layout.low_bits, queries
     )
     for touch in (False, True):  # the one-pass and the batched (large segment) variants
         starts, ends = np.empty(queries.shape[0], np.int64), np.empty(queries.shape[0], np.int64)
         layout = segment.layout
         seg.find_ranges(
-            segment.directory, segment.low, layout.low_bits, layout.hash_bits, queries, starts, ends, touch
+            segment.directory,
+            segment.low_words,
+            layout.low_bits,
+            layout.hash_bits,
+            queries,
+            starts,
+            ends,
+            touch,
         )
         np.testing.assert_array_equal(starts, ref_starts)
         np.testing.assert_array_equal(ends, ref_ends)
     assert (ends - starts)[np.isin(queries, hashes)].min() >= 1
 
 
-def test_gather_values_matches_reference() -> None:
+@pytest.mark.parametrize(("value_min", "value_span"), [(0, 1 << 32), (5_000_000, 1 << 22), (9, 1)])
+def test_gather_values_matches_reference(value_min: int, value_span: int) -> None:
     rng = np.random.default_rng(5)
-    values = rng.integers(0, 1 << 32, 1000, dtype=np.uint64).astype(np.uint32)
+    values = (rng.integers(0, value_span, 1000, dtype=np.uint64) + value_min).astype(np.uint32)
+    words, bits, vmin = packed(values, value_min)
     starts = rng.integers(0, 1000, 50)
     ends = np.minimum(starts + rng.integers(0, 30, 50), 1000)
     keep = rng.random(50) < 0.7
     counts = np.where(keep, ends - starts, 0)
     write_pos = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    expected = seg.gather_values_reference(values, starts, ends, keep)
+    expected = seg.gather_values_reference(words, bits, vmin, starts, ends, keep)
+    np.testing.assert_array_equal(
+        np.concatenate(expected),
+        np.concatenate([values[a:b] for a, b in zip(starts[keep], ends[keep], strict=True)]),
+    )
     for touch in (False, True):
         out = np.empty(int(counts.sum()), np.uint32)
-        seg.gather_values(values, starts, ends, keep, write_pos.copy(), out, touch)
+        seg.gather_values(words, bits, vmin, starts, ends, keep, write_pos.copy(), out, touch)
         np.testing.assert_array_equal(out, np.concatenate(expected))
 
 
@@ -230,22 +290,25 @@ def test_count_live_postings_matches_reference() -> None:
     starts = np.sort(rng.integers(0, 5000, 40))
     ends = np.minimum(starts + rng.integers(0, 400, 40), 5000)
     query_rows = np.flatnonzero(rng.random(40) < 0.5).astype(np.int64)
-    exact = seg.count_live_postings_reference(values, starts, ends, query_rows, bases, live)
+    words, bits, vmin = packed(values)
+    exact = seg.count_live_postings_reference(words, bits, vmin, starts, ends, query_rows, bases, live)
     for limit in (10, 100, 10_000):
         counts = np.zeros(query_rows.shape[0], np.int64)
-        seg.count_live_postings(values, starts, ends, query_rows, bases, live, limit, counts)
+        seg.count_live_postings(words, bits, vmin, starts, ends, query_rows, bases, live, limit, counts)
         np.testing.assert_array_equal(counts, np.minimum(exact, limit + 1))  # stops just past the limit
 
 
 def test_count_in_intervals_matches_reference() -> None:
     rng = np.random.default_rng(7)
-    values = rng.integers(0, 1 << 20, 10_000, dtype=np.uint32)
+    values = rng.integers(17, 1 << 20, 10_000, dtype=np.uint32)
     starts = np.sort(rng.choice(np.arange(0, 1 << 20, 5000), 30, replace=False)).astype(np.uint32)
     ends = (starts + rng.integers(1, 5000, 30)).astype(np.uint32)
-    assert seg.count_in_intervals(values, starts, ends) == seg.count_in_intervals_reference(
+    words, bits, vmin = packed(values, 17)
+    n = values.shape[0]
+    assert seg.count_in_intervals(words, bits, vmin, n, starts, ends) == seg.count_in_intervals_reference(
         values, starts, ends
     )
-    assert seg.count_in_intervals(values, starts[:0], ends[:0]) == 0
+    assert seg.count_in_intervals(words, bits, vmin, n, starts[:0], ends[:0]) == 0
 
 
 @pytest.mark.parametrize("n_runs", [1, 2, 5, 33])
@@ -286,7 +349,7 @@ def test_decode_hashes_partial_ranges_match_reference() -> None:
     )
     for a, b in ((0, 1), (17, 2500), (2999, 3000), (5, 5)):
         out = np.empty(b - a, np.uint32)
-        seg.decode_hashes(segment.directory, segment.low, segment.layout.low_bits, a, b, out)
+        seg.decode_hashes(segment.directory, segment.low_words, segment.layout.low_bits, a, b, out)
         np.testing.assert_array_equal(out, full_hashes(segment)[a:b])
 
 
@@ -315,7 +378,7 @@ def test_merge_segments_matches_reference(tmp_path: Path) -> None:
     reference = seg.merge_runs_reference(np.concatenate(all_h), np.concatenate(all_v), dead_starts, dead_ends)
     assert reference is not None
     np.testing.assert_array_equal(merged.hashes(), reference[0])
-    np.testing.assert_array_equal(np.asarray(merged.values), reference[1])
+    np.testing.assert_array_equal(merged.values(), reference[1])
     assert merged.layout.hash_bits == 22
 
     everything_dead = merge_segments(
@@ -354,10 +417,10 @@ def test_kernels_accept_a_uint64_directory() -> None:
     queries = np.unique(np.concatenate([hashes[::7], np.array([0, 1 << 30], np.uint32)]))
     starts, ends = np.empty(queries.shape[0], np.int64), np.empty(queries.shape[0], np.int64)
     for touch in (False, True):
-        seg.find_ranges(wide, segment.low, low_bits, 22, queries, starts, ends, touch)
+        seg.find_ranges(wide, segment.low_words, low_bits, 22, queries, starts, ends, touch)
         np.testing.assert_array_equal((starts, ends), segment.find_ranges(queries))
     out = np.empty(1500, np.uint32)
-    seg.decode_hashes(wide, segment.low, low_bits, 300, 1800, out)
+    seg.decode_hashes(wide, segment.low_words, low_bits, 300, 1800, out)
     np.testing.assert_array_equal(out, hashes[300:1800])
 
 
@@ -402,12 +465,17 @@ def test_locate_tracks_matches_reference() -> None:
 
 
 def test_gather_values_refuses_to_write_outside_out() -> None:
-    values = np.arange(10, dtype=np.uint32)
+    words, bits, vmin = packed(np.arange(10, dtype=np.uint32))
     starts, ends = np.array([0, 5], np.int64), np.array([5, 10], np.int64)
     keep = np.array([True, True])
     out = np.empty(9, np.uint32)  # one too short: a caller bug must raise, not corrupt memory
     with pytest.raises(IndexError):
-        seg.gather_values(values, starts, ends, keep, np.array([0, 5], np.int64), out, False)
+        seg.gather_values(words, bits, vmin, starts, ends, keep, np.array([0, 5], np.int64), out, False)
+    far = np.array([0, 5], np.int64), np.array([5, 1000], np.int64)  # rows past the section's words
+    with pytest.raises(IndexError):
+        seg.gather_values(
+            words, bits, vmin, *far, keep, np.array([0, 5], np.int64), np.empty(1000, np.uint32), False
+        )
 
 
 def test_merge_in_memory_matches_reference() -> None:
@@ -429,7 +497,30 @@ def test_merge_in_memory_matches_reference() -> None:
     reference = seg.merge_runs_reference(np.concatenate(all_h), np.concatenate(all_v), dead_starts, dead_ends)
     assert reference is not None
     np.testing.assert_array_equal(merged.hashes(), reference[0])
-    np.testing.assert_array_equal(np.asarray(merged.values), reference[1])
+    np.testing.assert_array_equal(merged.values(), reference[1])
     assert merged.layout.dir_bits == seg.dense_dir_bits(merged.n_rows, 22)
     empty = seg.merge_in_memory([], fingerprint_version=FV, dead_starts=dead_starts, dead_ends=dead_ends)
     assert Segment.from_bytes(empty, source="empty").n_rows == 0
+
+
+@pytest.mark.parametrize(("hash_bits", "dir_bits"), [(32, 10), (32, 20), (22, 22), (22, 4)])
+def test_version_1_segments_are_upgraded_row_for_row(tmp_path: Path, hash_bits: int, dir_bits: int) -> None:
+    rng = np.random.default_rng(hash_bits + dir_bits)
+    hashes, values = random_rows(rng, 5000, hash_bits, value_max=1 << 25)
+    old = encode_v1(hashes, values, FV, hash_bits, dir_bits)
+    assert seg.format_version_of(old) == 1
+    with pytest.raises(StoreFormatError, match="version 1; this tunescout reads version 2"):
+        Segment.from_bytes(old, source="old")
+    upgraded = Segment.from_bytes(seg.upgrade_v1_bytes(old, source="old"), source="new")
+    path = tmp_path / "old.tsseg"
+    path.write_bytes(old)
+    seg.upgrade_v1_file(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["old.tsseg"]
+    for segment in (upgraded, Segment.open_file(path, expected_fingerprint_version=FV)):
+        segment.verify()
+        np.testing.assert_array_equal(segment.hashes(), hashes)
+        np.testing.assert_array_equal(segment.values(), values)
+    damaged = bytearray(old)
+    damaged[-2] ^= 1
+    with pytest.raises(StoreError, match="damaged"):
+        seg.upgrade_v1_bytes(bytes(damaged), source="damaged")

@@ -53,17 +53,20 @@ import numpy as np
 from tunescout.engine.errors import StoreError, StoreFormatError
 from tunescout.store.checks import check_meta, check_queries, sorted_postings
 from tunescout.store.segments import (
+    SEGMENT_FORMAT_VERSION,
     Segment,
-    choose_dir_bits,
     count_live_postings,
     decode_hashes,
     encode_segment,
+    format_version_of,
     fsync_directory,
     gather_values,
     hash_bits_of,
     locate_tracks,
     merge_in_memory,
     merge_segments,
+    upgrade_v1_bytes,
+    upgrade_v1_file,
 )
 from tunescout.store.shard import IngestOutcome, Postings, ShardStats, TrackMeta, TrackRecord
 
@@ -77,7 +80,7 @@ SQLITE_NAME = "shard.sqlite"
 EXPORT_CHUNK_ROWS = 1 << 22  # rows of a segment scanned at once by track_postings (about 40 MB)
 LOCK_NAME = "LOCK"
 _SEGMENT_NAME = re.compile(r"seg-\d{10}\.tsseg")
-_SEGMENT_TMP = re.compile(r"seg-\d{10}\.tsseg\.tmp")
+_SEGMENT_TMP = re.compile(r"seg-\d{10}\.tsseg(\.upgrade)?\.tmp")
 
 # tracks.deleted: 0 live; 1 deleted, its postings may remain in segments (lookups filter them);
 # 2 deleted and purged by a full compaction (no posting left anywhere)
@@ -340,6 +343,39 @@ class EmbeddedShard:
                 "a new shard, or run the tunescout release that computes that version."
             )
 
+    def _upgrade_file(self, file_path: Path) -> None:
+        with open(file_path, "rb") as f:
+            version = format_version_of(f.read(16))
+        if version == 1:
+            started = time.perf_counter()
+            layout = upgrade_v1_file(file_path)
+            logger.info(
+                "shard %s: rewrote %s (%d postings) in segment format %d in %.1f s",
+                self.path,
+                file_path.name,
+                layout.n_rows,
+                SEGMENT_FORMAT_VERSION,
+                time.perf_counter() - started,
+            )
+
+    def _upgrade_level0(self, rows: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+        """Level-0 BLOBs of segment format 1 re-encoded in the current format, in one transaction."""
+        old = [(i, data) for i, data in rows if format_version_of(data) == 1]
+        if not old:
+            return rows
+        new = {i: upgrade_v1_bytes(data, source=f"{self._db_path} level-0 segment {i}") for i, data in old}
+        with self._transaction() as txn:
+            txn.executemany(
+                "UPDATE level0_segments SET data = ? WHERE segment_id = ?", [(d, i) for i, d in new.items()]
+            )
+        logger.info(
+            "shard %s: rewrote %d level-0 segments in segment format %d",
+            self.path,
+            len(new),
+            SEGMENT_FORMAT_VERSION,
+        )
+        return [(i, new.get(i, data)) for i, data in rows]
+
     def _load(self) -> None:
         conn = self._conn()
         files: list[_FileSegment] = []
@@ -352,6 +388,7 @@ class EmbeddedShard:
                     f"shard {self.path} lists segment {file_name} but the file is missing: the shard is "
                     "damaged; restore the directory from a backup"
                 )
+            self._upgrade_file(file_path)
             segment = Segment.open_file(file_path, expected_fingerprint_version=self.fingerprint_version)
             if segment.n_rows != n_rows:
                 raise StoreError(
@@ -361,9 +398,9 @@ class EmbeddedShard:
         self._remove_leftovers({f.file_name for f in files})
 
         level0: list[_Level0Segment] = []
-        for segment_id, data in conn.execute(
-            "SELECT segment_id, data FROM level0_segments ORDER BY segment_id"
-        ).fetchall():
+        for segment_id, data in self._upgrade_level0(
+            conn.execute("SELECT segment_id, data FROM level0_segments ORDER BY segment_id").fetchall()
+        ):
             segment = Segment.from_bytes(
                 data,
                 source=f"{self._db_path} level-0 segment {segment_id}",
@@ -432,13 +469,9 @@ class EmbeddedShard:
             blob = b""
             if n_rows:
                 hash_bits = hash_bits_of(int(row_hashes[-1]))
-                # the smallest layout on disk: level 0 is searched through in-memory runs, not this blob
+                # the smallest layout (the default): level 0 is searched through in-memory runs, not this blob
                 blob = encode_segment(
-                    row_hashes,
-                    row_values,
-                    fingerprint_version=self.fingerprint_version,
-                    hash_bits=hash_bits,
-                    dir_bits=choose_dir_bits(n_rows, hash_bits),
+                    row_hashes, row_values, fingerprint_version=self.fingerprint_version, hash_bits=hash_bits
                 )
             created_at = time.time()
             with self._transaction() as txn:
@@ -554,13 +587,13 @@ class EmbeddedShard:
             low_bits = segment.layout.low_bits
             for a in range(0, segment.n_rows, EXPORT_CHUNK_ROWS):
                 b = min(segment.n_rows, a + EXPORT_CHUNK_ROWS)
-                values = segment.values[a:b].astype(np.int64)
+                values = segment.values(a, b).astype(np.int64)
                 which = np.searchsorted(starts, values, side="right") - 1
                 keep = (which >= 0) & (values < ends[np.maximum(which, 0)])
                 if not keep.any():
                     continue
                 hashes = np.empty(b - a, np.uint32)
-                decode_hashes(segment.directory, segment.low, low_bits, a, b, hashes)
+                decode_hashes(segment.directory, segment.low_words, low_bits, a, b, hashes)
                 rows_kept = np.flatnonzero(keep)
                 for t in np.unique(which[rows_kept]):
                     mine = rows_kept[which[rows_kept] == t]
@@ -929,7 +962,16 @@ def _lookup(snapshot: _Snapshot, queries: np.ndarray, cap: int) -> Postings:
             live_counts = np.zeros(over.shape[0], np.int64)
             for segment, (starts, ends) in zip(segments, ranges, strict=True):
                 count_live_postings(
-                    segment.values, starts, ends, over, snapshot.bases, snapshot.live, cap, live_counts
+                    segment.value_words,
+                    segment.layout.value_bits,
+                    segment.layout.value_min,
+                    starts,
+                    ends,
+                    over,
+                    snapshot.bases,
+                    snapshot.live,
+                    cap,
+                    live_counts,
                 )
             over = over[live_counts > cap]
         keep[over] = False
@@ -941,7 +983,18 @@ def _lookup(snapshot: _Snapshot, queries: np.ndarray, cap: int) -> Postings:
     np.cumsum(counts[:-1], out=write_pos[1:])
     values = np.empty(total, np.uint32)
     for segment, (starts, ends) in zip(segments, ranges, strict=True):  # pass 2: fill
-        gather_values(segment.values, starts, ends, keep, write_pos, values, segment.is_large)
+        layout = segment.layout
+        gather_values(
+            segment.value_words,
+            layout.value_bits,
+            layout.value_min,
+            starts,
+            ends,
+            keep,
+            write_pos,
+            values,
+            segment.is_large,
+        )
     hash_index = np.repeat(np.arange(n_queries, dtype=np.int32), counts)
     track = np.empty(total, np.int64)
     offset = np.empty(total, np.int32)
