@@ -8,8 +8,8 @@ Directory layout:
     LOCK                    advisory lock (flock): one process owns the directory
 
 Frame addresses: each track owns a private range [base_frame, base_frame + n_frames) of a per-shard uint32
-address space, and a posting is stored as (hash, value = base_frame + offset): 4 bytes name both the track
-and the offset. Bases grow monotonically (next = base + n_frames + GAP_FRAMES) and are never reused, so a
+address space, and a posting is stored as (hash, value = base_frame + offset): one uint32 names both the
+track and the offset (a segment packs it in the bits its own span of frames needs). Bases grow monotonically (next = base + n_frames + GAP_FRAMES) and are never reused, so a
 lookup maps a value back through the sorted bases (the same as `np.searchsorted(bases, value) - 1`, done
 with a per-1024-frame block index: `segments.locate_tracks`). 2**32 frames (about 2 years of audio
 at 16 ms frames) fill a shard; past that, ingest is refused: add a shard.
@@ -22,7 +22,8 @@ segment file once it holds `level0_max_tracks` tracks (or `level0_max_rows` rows
 `tier_fanout` files of one size tier (tier = floor(log_fanout rows)) into one. A merged file is written
 as `name.tmp`, fsynced, renamed, the directory fsynced; then one SQLite transaction swaps the manifest;
 then the merged inputs are unlinked. Opening removes files the manifest does not list (leftovers of a
-crash). Deleted tracks are tombstones (`deleted` column), filtered from lookups at once and dropped
+crash), and rewrites segments of segment format 1 in the current format (files in place, BLOBs in one
+transaction). Deleted tracks are tombstones (`deleted` column), filtered from lookups at once and dropped
 physically by merges.
 
 Concurrency: one object serves many threads: writers (ingest, delete, compaction's manifest swap) take
