@@ -38,7 +38,7 @@ from services.matcher.shardset import FanoutReport, ShardHandle, ShardSet  # noq
 from tunescout.common.config import parse_config  # noqa: E402
 from tunescout.common.memory import tune_malloc  # noqa: E402
 from tunescout.engine.fingerprint import fingerprint_audio  # noqa: E402
-from tunescout.engine.match import match_peaks  # noqa: E402
+from tunescout.engine.match import TrackSize, match_peaks  # noqa: E402
 from tunescout.engine.peaks import Role  # noqa: E402
 from tunescout.store.shard import TrackMeta  # noqa: E402
 
@@ -150,7 +150,10 @@ def run_config(backend: str, n: int, refs: list, queries: list, data_dir: Path) 
                 report = FanoutReport()
                 began = time.perf_counter()
                 found = match_peaks(
-                    peaks, lambda h, cap, r=report: shardset.lookup(h, cap, r), shardset.track_sizes
+                    peaks,
+                    lambda h, cap, r=report: shardset.lookup(h, cap, r),
+                    lambda gids: {g: TrackSize(s.track.n_hashes) for g, s in shardset.tracks(gids).items()},
+                    stored_hashes=shardset.stored_hashes(),
                 )
                 latencies.append((time.perf_counter() - began) * 1000)
                 tracks = shardset.tracks(m.track_id for m in found[:1])

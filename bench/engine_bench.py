@@ -461,9 +461,10 @@ def run_queries(shard: EmbeddedShard, queries: Sequence[Query], label: str) -> l
     """Each query in turn, in this process: decode (untimed), peaks (timed), match_peaks (timed)."""
     titles = _titles(shard)
     sizes = shard_track_sizes(shard)
+    stored = shard.stats().n_hashes  # calibrates the confidences, as the matcher does
     if queries:  # first lookup and scoring load their kernels: keep that out of the timings
         peaks, _ = _query_peaks(queries[0], PARAMS)
-        match_peaks(peaks, shard.lookup, sizes, PARAMS, MATCH_PARAMS)
+        match_peaks(peaks, shard.lookup, sizes, PARAMS, MATCH_PARAMS, stored)
     outcomes = []
     for i, q in enumerate(queries):
         try:
@@ -474,7 +475,7 @@ def run_queries(shard: EmbeddedShard, queries: Sequence[Query], label: str) -> l
             )
             continue
         t0 = time.perf_counter()
-        matches = match_peaks(peaks, shard.lookup, sizes, PARAMS, MATCH_PARAMS)
+        matches = match_peaks(peaks, shard.lookup, sizes, PARAMS, MATCH_PARAMS, stored)
         match_ms = 1000 * (time.perf_counter() - t0)
         top = matches[0] if matches else None
         outcomes.append(

@@ -306,6 +306,7 @@ def _match(shards: ShardSet, peaks: Peaks, report: FanoutReport) -> tuple[list, 
         sizes,
         DEFAULT_PARAMS,
         DEFAULT_MATCH_PARAMS,
+        stored_hashes=shards.stored_hashes(),
     )
     return matches, {m.track_id: known[m.track_id] for m in matches if m.track_id in known}
 

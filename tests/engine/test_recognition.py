@@ -2,6 +2,7 @@
 clean, noisy, MP3-re-encoded, speed- and tempo-changed excerpts recognised with track and offset."""
 
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -12,8 +13,9 @@ from tunescout.engine import errors
 from tunescout.engine.decode import decode_all
 from tunescout.engine.fingerprint import extract_peaks, fingerprint_audio
 from tunescout.engine.match import TrackMatch, match_peaks, shard_track_sizes
-from tunescout.engine.params import DEFAULT_PARAMS, FINGERPRINT_VERSION
+from tunescout.engine.params import DEFAULT_PARAMS, FINGERPRINT_VERSION, MatchParams
 from tunescout.engine.peaks import Role
+from tunescout.engine.score import Candidate, calibrated_confidence
 from tunescout.store import EmbeddedShard, TrackMeta
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -136,3 +138,35 @@ def test_fingerprint_range_and_errors():
         fingerprint_audio(b"this is not audio at all" * 100)
     with pytest.raises(errors.EmptyAudioError):
         fingerprint_audio(b"")
+
+
+@pytest.mark.parametrize(("name", "start"), [("elvish-theme", 15.0), ("breaking_the_chains", 3.0)])
+def test_peaks_moved_by_a_frame_are_found_by_the_jitter_lookup(shard, pcm, name, start):
+    """Reverb and noise move peaks by a frame or so and drop many (a phone in a room), which breaks the
+    triplets' exact frame deltas: the exact lookups then find too little, and the last lookup (targets
+    moved +-1 frame) finds the clip at its offset."""
+    peaks = extract_peaks([excerpt(pcm, name, start, 10.0)], DEFAULT_PARAMS, Role.QUERY)
+    rng = np.random.default_rng(3)
+    kept = rng.random(peaks.t.size) < 0.3
+    t = np.maximum(peaks.t + rng.integers(-1, 2, peaks.t.size), 0).astype(np.int32)[kept]
+    freq, mag = peaks.freq_hz[kept], peaks.magnitude[kept]
+    order = np.lexsort((freq, t))  # Peaks are sorted by (frame, bin)
+    moved = replace(peaks, t=t[order], freq_hz=freq[order], magnitude=mag[order])
+    sizes = shard_track_sizes(shard)
+    without = match_peaks(moved, shard.lookup, sizes, match_params=MatchParams(jitter_frames=0))
+    assert without == [], "precondition: the moved peaks defeat the exact lookups"
+    results = match_peaks(moved, shard.lookup, sizes)
+    assert_found(shard, results, name, start)
+
+
+def test_confidence_midpoint_grows_with_the_catalogue():
+    """Chance agreement grows with the catalogue: the same evidence is worth less against more tracks."""
+    params = MatchParams()
+    c = Candidate(track_id=1, offset_frames=0, matches=12, query_hashes=100, speed=1.0, tempo=1.0,
+                  distinct_frames=12)  # fmt: skip
+    small = calibrated_confidence(c, params, 0)
+    assert calibrated_confidence(c, params, params.calibration_hashes) == small
+    big = calibrated_confidence(c, params, 48 * params.calibration_hashes)  # ~ 10,000 tracks
+    assert small > 0.95 and big < 0.5
+    jittered = replace(c, jittered=True, distinct_frames=17)
+    assert calibrated_confidence(jittered, params, 0) < 0.5  # what chance reaches in the jitter lookup

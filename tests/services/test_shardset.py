@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from services.matcher import shardset as shardset_module
 from services.matcher.cache import MemoryLookupCache, decode_postings, encode_postings
 from services.matcher.servicer import _match
 from services.matcher.shardset import FanoutReport, ShardHandle, ShardSet
@@ -17,7 +18,7 @@ from tunescout.common.config import StoreConfig, parse_config
 from tunescout.engine.params import FINGERPRINT_VERSION
 from tunescout.engine.peaks import Peaks
 from tunescout.store import EmbeddedShard, TrackMeta
-from tunescout.store.shard import Postings
+from tunescout.store.shard import Postings, ShardStats
 
 
 def _rows(postings):
@@ -224,5 +225,44 @@ def test_a_recognition_reads_the_track_records_once(tmp_path):
         matches, tracks = _match(shardset, peaks, FanoutReport())
         assert matches and tracks[matches[0].track_id].track.title == NAMES[1]
         assert CountingShard.calls == 1
+    finally:
+        shardset.close()
+
+
+class CountingShard:
+    """Answers stats() with a settable hash count, or fails."""
+
+    def __init__(self, n_hashes):
+        self.n_hashes, self.broken, self.calls = n_hashes, False, 0
+
+    def stats(self):
+        self.calls += 1
+        if self.broken:
+            raise ConnectionError("connection refused")
+        return ShardStats(n_tracks=1, n_hashes=self.n_hashes, bytes_on_disk=0)
+
+    def close(self):
+        pass
+
+
+def test_stored_hashes_sums_the_shards_counts_each_at_most_every_max_age(monkeypatch):
+    stores = parse_config({"instances": [{"name": n} for n in ("a", "b")]}).instances
+    inner = [CountingShard(1000), CountingShard(500)]
+    handles = [
+        ShardHandle(i, s, lambda c, w=w: w, None) for i, (s, w) in enumerate(zip(stores, inner, strict=True))
+    ]
+    shardset = ShardSet(handles, deadline_s=1.0)
+    clock = [100.0]
+    monkeypatch.setattr(shardset_module.time, "monotonic", lambda: clock[0])
+    try:
+        assert shardset.stored_hashes() == 1500
+        inner[0].n_hashes = 4000
+        assert shardset.stored_hashes() == 1500  # counted again only after the max age
+        assert [s.calls for s in inner] == [1, 1]
+        clock[0] += shardset_module.STORED_HASHES_MAX_AGE_S
+        assert shardset.stored_hashes() == 4500
+        inner[1].broken = True  # a shard that does not answer keeps its last count
+        clock[0] += shardset_module.STORED_HASHES_MAX_AGE_S
+        assert shardset.stored_hashes() == 4500
     finally:
         shardset.close()

@@ -74,6 +74,25 @@ def unpack(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     )
 
 
+def jitter_frame_deltas(hashes: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every hash with its two frame deltas moved by each (i, j) in [-radius, radius]**2 where both stay
+    in 0 .. DT_MASK, variant by variant (i, j = 0 among them), and the row of `hashes` each comes from.
+    For a query whose peaks moved a frame or two (reverb smears onsets, noise shifts maxima)."""
+    h = np.asarray(hashes, np.uint32).astype(np.int64)
+    t1 = (h >> DT1_SHIFT) & DT_MASK
+    t2 = (h >> DT2_SHIFT) & DT_MASK
+    rest = h & ~((DT_MASK << DT1_SHIFT) | (DT_MASK << DT2_SHIFT))
+    rows = np.arange(h.size, dtype=np.int64)
+    out_h, out_rows = [], []
+    for i in range(-radius, radius + 1):
+        for j in range(-radius, radius + 1):
+            a, b = t1 + i, t2 + j
+            ok = (a >= 0) & (a <= DT_MASK) & (b >= 0) & (b <= DT_MASK)
+            out_h.append((rest | (a << DT1_SHIFT) | (b << DT2_SHIFT))[ok])
+            out_rows.append(rows[ok])
+    return np.concatenate(out_h).astype(np.uint32), np.concatenate(out_rows)
+
+
 def check_layout(params: FingerprintParams) -> None:
     """Refuse parameters whose values do not fit the bit fields (a silent wrap would corrupt hashes)."""
     if params.freq_cells > F_MASK + 1:

@@ -4,17 +4,19 @@ The plain hypothesis runs first; most clips end there. Only when it finds nothin
 matches drift around the offset, as a tempo change makes them) are the speed (pitch and tempo together)
 and tempo (pitch kept) hypotheses hashed, looked up in ONE batched lookup (one round trip per shard,
 whatever the number of hypotheses) and scored; the plain run's candidates are kept, not scored again.
+A clip still without a confident answer gets one last lookup: its plain triplets with every target moved
+by a frame (`MatchParams.jitter_frames`), which finds phone recordings whose reverb moved their peaks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tunescout.engine import arrays
-from tunescout.engine.fingerprint import hashes_from_peaks, query_landmarks
+from tunescout.engine import arrays, hashes
+from tunescout.engine.fingerprint import Fingerprint, hashes_from_peaks, query_landmarks
 from tunescout.engine.params import DEFAULT_MATCH_PARAMS, DEFAULT_PARAMS, FingerprintParams, MatchParams
 from tunescout.engine.peaks import Peaks, Role
 from tunescout.engine.score import Candidate, Lookup, calibrated_confidence, index_hashes, rank_offsets
@@ -89,14 +91,17 @@ def match_peaks(
     track_sizes: TrackSizes,
     params: FingerprintParams = DEFAULT_PARAMS,
     match_params: MatchParams = DEFAULT_MATCH_PARAMS,
+    stored_hashes: int = 0,
 ) -> list[TrackMatch]:
-    """Up to `max_results` tracks, most confident first, each at least `min_confidence`; [] if none is."""
+    """Up to `max_results` tracks, most confident first, each at least `min_confidence`; [] if none is.
+    `stored_hashes`: the catalogue's size (all shards), which the confidence is calibrated for; 0 when
+    unknown (calibrated as for about 12 hours of audio)."""
     landmarks = query_landmarks(peaks, params)
     plain = hashes_from_peaks(peaks, params, Role.QUERY, landmarks=landmarks)
     index = index_hashes(plain.hashes)
     postings = lookup(index.unique, match_params.max_postings_per_hash)
     candidates = rank_offsets(plain, index, postings, match_params, top=match_params.max_results + 2)
-    results, concentration = _rank(candidates, track_sizes, params, match_params)
+    results, concentration = _rank(candidates, track_sizes, params, match_params, stored_hashes)
     # matches spread around the offset (rather than piled in its window) mean the clip's tempo differs:
     # the plain answer may name the right track, but its offset drifts, so the hypotheses still run
     if (
@@ -106,20 +111,39 @@ def match_peaks(
     ):
         return results
     hyp = _hypotheses(match_params)
-    if not hyp:
-        return results
-    prints = [
-        hashes_from_peaks(peaks, params, Role.QUERY, speed=s, tempo=r, landmarks=landmarks) for s, r in hyp
-    ]
-    indexes = [index_hashes(f.hashes) for f in prints]
-    union = arrays.unique(np.concatenate([i.unique for i in indexes]))
-    groups = _Groups(union, lookup(union, match_params.max_postings_per_hash))
-    for fp, index, (speed, tempo) in zip(prints, indexes, hyp, strict=True):
-        candidates += rank_offsets(
-            fp, index, groups.split(index.unique), match_params,
-            speed=speed, tempo=tempo, top=match_params.max_results + 2,
-        )  # fmt: skip
-    return _rank(candidates, track_sizes, params, match_params)[0]
+    if hyp:
+        prints = [
+            hashes_from_peaks(peaks, params, Role.QUERY, speed=s, tempo=r, landmarks=landmarks)
+            for s, r in hyp
+        ]
+        indexes = [index_hashes(f.hashes) for f in prints]
+        union = arrays.unique(np.concatenate([i.unique for i in indexes]))
+        groups = _Groups(union, lookup(union, match_params.max_postings_per_hash))
+        for fp, index, (speed, tempo) in zip(prints, indexes, hyp, strict=True):
+            candidates += rank_offsets(
+                fp, index, groups.split(index.unique), match_params,
+                speed=speed, tempo=tempo, top=match_params.max_results + 2,
+            )  # fmt: skip
+        results = _rank(candidates, track_sizes, params, match_params, stored_hashes)[0]
+    if match_params.jitter_frames and not (
+        results and results[0].confidence >= match_params.early_exit_confidence
+    ):
+        candidates += _jitter_candidates(plain, lookup, match_params)
+        results = _rank(candidates, track_sizes, params, match_params, stored_hashes)[0]
+    return results
+
+
+def _jitter_candidates(plain: Fingerprint, lookup: Lookup, match_params: MatchParams) -> list[Candidate]:
+    """Candidates of the plain query with each triplet's targets moved +-`jitter_frames` frames."""
+    moved, rows = hashes.jitter_frame_deltas(plain.hashes, match_params.jitter_frames)
+    fp = Fingerprint(hashes=moved, offsets=plain.offsets[rows])
+    index = index_hashes(fp.hashes)
+    found = rank_offsets(
+        fp, index, lookup(index.unique, match_params.max_postings_per_hash), match_params,
+        top=match_params.max_results + 2,
+    )  # fmt: skip
+    # the clip has the plain query's hashes; the variants only widen where they may be found
+    return [replace(c, query_hashes=plain.hashes.size, jittered=True) for c in found]
 
 
 def _rank(
@@ -127,6 +151,7 @@ def _rank(
     track_sizes: TrackSizes,
     params: FingerprintParams,
     match_params: MatchParams,
+    stored_hashes: int,
 ) -> tuple[list[TrackMatch], float]:
     """Tracks ranked by confidence (each at its best hypothesis), and how concentrated the best one's
     matches are: the share of the query frames matching near its offset that sit inside its offset window
@@ -140,7 +165,7 @@ def _rank(
         size = sizes.get(c.track_id)
         if size is None:
             continue
-        conf = calibrated_confidence(c, match_params)
+        conf = calibrated_confidence(c, match_params, stored_hashes)
         held = best.get(c.track_id)
         if held is not None and (held.confidence, held.matches) >= (conf, c.distinct_frames):
             continue

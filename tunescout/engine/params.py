@@ -64,10 +64,23 @@ class MatchParams:
     # confidence = logistic(slope * (consistent query frames - midpoint)), see score.calibrated_confidence
     confidence_slope: float = 1.2
     confidence_midpoint: float = 8.5
+    # a bigger catalogue offers more (track, offset) bins for chance agreement to pile up in: both
+    # midpoints grow by `midpoint_per_doubling` frames per doubling of the stored hashes beyond
+    # `calibration_hashes` (the size they were fitted at: ~12.5 h of audio). Fitted on clips of unstored
+    # tracks against 10,000 tracks (774 M hashes), whose chance agreement reaches 12 frames (17 jittered).
+    calibration_hashes: int = 16_000_000
+    midpoint_per_doubling: float = 0.8
     early_exit_confidence: float = 0.99  # the plain hypothesis alone is trusted from this confidence up ...
     early_exit_concentration: float = 0.5  # ... when this share of nearby matching frames sits in its window
     drift_frames: int = 40  # frames; how far a 5 % tempo change drifts a 10 s clip's matches (about 0.6 s)
     max_results: int = 3
+    # last try for clips still without a confident answer (reverb, heavy noise move peaks by a frame or
+    # two, which breaks a triplet's frame deltas): every plain query triplet is also looked up with each
+    # target moved +-`jitter_frames` frames. Nine times the hashes, so more chance agreement: those
+    # candidates use `jitter_confidence_midpoint` (clips of unstored tracks reach 14 frames there on the
+    # dev corpus, where the plain lookup's reach 8). 0 turns the stage off.
+    jitter_frames: int = 1
+    jitter_confidence_midpoint: float = 17.5
     # speed (tempo and pitch together) and tempo (pitch kept) hypotheses tried when the plain query fails
     speed_factors: tuple[float, ...] = (0.955, 0.97, 0.985, 1.015, 1.03, 1.045)
     tempo_factors: tuple[float, ...] = (0.955, 0.97, 0.985, 1.015, 1.03, 1.045)

@@ -35,6 +35,7 @@ class Candidate:
     tempo: float
     distinct_frames: int = 0  # distinct query frames among the matches: repeats of one sound count once
     nearby_frames: int = 0  # distinct query frames matching within +-drift_frames of the offset
+    jittered: bool = False  # found by the frame-jitter lookup: calibrated with its own midpoint
 
 
 @dataclass(frozen=True)
@@ -135,15 +136,21 @@ def rank_offsets(
     return out
 
 
-def calibrated_confidence(c: Candidate, params: MatchParams) -> float:
+def calibrated_confidence(c: Candidate, params: MatchParams, stored_hashes: int = 0) -> float:
     """Confidence in [0, 1] that `c` is the clip's track, from its time-consistent evidence.
 
     Evidence is `distinct_frames`: matches in the best offset window, each query frame counted once (a
     repeated sound in the clip is one piece of evidence). Unrelated tracks reach a few such frames by chance;
     the logistic curve is fitted so that 0.5 sits above what clips of unstored tracks reach on the dev
     corpus with every speed/tempo hypothesis tried (bench/engine_bench.py measures its false-positive rate).
+    Candidates of the frame-jitter lookup have their own midpoint: nine hashes per triplet find more by
+    chance. Both midpoints rise with the catalogue (`stored_hashes`, all shards together; 0 = unknown,
+    taken as the size they were fitted at), see `MatchParams.midpoint_per_doubling`.
     """
     if c.distinct_frames < params.min_matches:
         return 0.0
-    z = params.confidence_slope * (c.distinct_frames - params.confidence_midpoint)
+    midpoint = params.jitter_confidence_midpoint if c.jittered else params.confidence_midpoint
+    if stored_hashes > params.calibration_hashes:
+        midpoint += params.midpoint_per_doubling * math.log2(stored_hashes / params.calibration_hashes)
+    z = params.confidence_slope * (c.distinct_frames - midpoint)
     return 1.0 / (1.0 + math.exp(-z))

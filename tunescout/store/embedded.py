@@ -8,11 +8,12 @@ Directory layout:
     LOCK                    advisory lock (flock): one process owns the directory
 
 Frame addresses: each track owns a private range [base_frame, base_frame + n_frames) of a per-shard uint32
-address space, and a posting is stored as (hash, value = base_frame + offset): one uint32 names both the
-track and the offset (a segment packs it in the bits its own span of frames needs). Bases grow monotonically (next = base + n_frames + GAP_FRAMES) and are never reused, so a
-lookup maps a value back through the sorted bases (the same as `np.searchsorted(bases, value) - 1`, done
-with a per-1024-frame block index: `segments.locate_tracks`). 2**32 frames (about 2 years of audio
-at 16 ms frames) fill a shard; past that, ingest is refused: add a shard.
+address space, and a posting is stored as (hash, value = base_frame + offset): one uint32 names both the track
+and the offset (a segment packs it in the bits its own span of frames needs). Bases grow monotonically (next =
+base + n_frames + GAP_FRAMES) and are never reused, so a lookup maps a value back through the sorted bases
+(the same as `np.searchsorted(bases, value) - 1`, done with a per-1024-frame block index:
+`segments.locate_tracks`). 2**32 frames (about 2 years of audio at 16 ms frames) fill a shard; past that,
+ingest is refused: add a shard.
 
 Write path: ingesting a track is ONE SQLite transaction (the track row and its postings as a small sorted
 level-0 segment BLOB), so a crash leaves either the whole track or no trace. Level-0 BLOBs are held in
