@@ -91,16 +91,21 @@ def test_hash_triplets_matches_reference(scale):
     assert got[0].size > 100
 
 
-def test_hash_layout_round_trip():
-    rng = np.random.default_rng(0)
-    n = 10_000
-    fields = (
+def random_hash_fields(rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
+    """n random values of each field of the hash layout, over its whole range."""
+    return (
         rng.integers(0, 1 << hashes.F_BITS, n),
         rng.integers(-hashes.DF_BIAS, hashes.DF_BIAS, n),
         rng.integers(-hashes.DF_BIAS, hashes.DF_BIAS, n),
         rng.integers(0, 1 << hashes.DT_BITS, n),
         rng.integers(0, 1 << hashes.DT_BITS, n),
     )
+
+
+def test_hash_layout_round_trip():
+    rng = np.random.default_rng(0)
+    n = 10_000
+    fields = random_hash_fields(rng, n)
     h = hashes.pack(*fields)
     assert h.dtype == np.uint32
     assert hashes.HASH_BITS == 32
@@ -191,3 +196,22 @@ def test_sort_pairs_matches_reference(keys):
     got, want = kernels.sort_pairs(keys, payload), kernels.sort_pairs_reference(keys, payload)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2])
+def test_jitter_frame_deltas_moves_only_the_frame_deltas(radius: int) -> None:
+    rng = np.random.default_rng(radius)
+    n = 500
+    fields = random_hash_fields(rng, n)
+    fields[3][:3] = [0, hashes.DT_MASK, 1]  # the edges of the range: variants past them are left out
+    moved, rows = hashes.jitter_frame_deltas(hashes.pack(*fields), radius)
+    expected = set()
+    for row in range(n):
+        a, d1, d2, t1, t2 = (int(f[row]) for f in fields)
+        for i in range(-radius, radius + 1):
+            for j in range(-radius, radius + 1):
+                if 0 <= t1 + i <= hashes.DT_MASK and 0 <= t2 + j <= hashes.DT_MASK:
+                    expected.add((row, int(hashes.pack(a, d1, d2, t1 + i, t2 + j))))
+    got = list(zip(rows.tolist(), moved.tolist(), strict=True))
+    assert len(got) == len(set(got)) == len(expected)
+    assert set(got) == expected
