@@ -201,6 +201,10 @@ class MatcherServicer(pb_grpc.MatcherServiceServicer):
             mag = wire.from_bytes(request.magnitude_f32le, np.dtype("<f4"), "magnitude_f32le")
             if not (t.size == freq.size == mag.size):
                 raise ValueError("frames, frequencies and magnitudes must be parallel")
+            if t.size and (int(t[0]) < 0 or bool(np.any(np.diff(t) < 0))):
+                raise ValueError("frames must be non-negative and in ascending order")
+            if not (np.isfinite(freq).all() and np.isfinite(mag).all()):
+                raise ValueError("frequencies and magnitudes must be finite")
         except ValueError as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "BAD_PEAKS", str(exc))
         peaks = Peaks(

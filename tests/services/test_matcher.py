@@ -4,6 +4,7 @@ deletes that never leave a stale cached answer, a shard that cannot be opened, a
 import uuid
 
 import grpc
+import numpy as np
 import pytest
 
 from services.matcher import servicer as servicer_module
@@ -94,13 +95,21 @@ def test_bad_requests_are_refused_with_reasons(matcher):
     with pytest.raises(grpc.RpcError) as caught:
         matcher.Match(wrong_version, timeout=10)
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    bad_peaks = match_request(NAMES[0], 0.0, 5.0)
-    bad_peaks.freq_hz_f64le = b"\0" * 3
-    with pytest.raises(grpc.RpcError) as caught:
-        matcher.Match(bad_peaks, timeout=10)
-    assert (
-        caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and error_reason(caught.value) == "BAD_PEAKS"
-    )
+    for field, value in (
+        ("freq_hz_f64le", b"\0" * 3),  # not whole float64s
+        ("frames_i32le", np.array([-1, 0, 5], "<i4").tobytes()),  # a frame before the clip
+        ("frames_i32le", np.array([0, 5, 2], "<i4").tobytes()),  # out of order
+        ("freq_hz_f64le", np.array([100.0, np.nan, 300.0], "<f8").tobytes()),
+    ):
+        bad_peaks = match_request(NAMES[0], 0.0, 5.0)  # three good peaks, then one field spoilt
+        bad_peaks.frames_i32le = np.array([0, 1, 2], "<i4").tobytes()
+        bad_peaks.freq_hz_f64le = np.array([100.0, 200.0, 300.0], "<f8").tobytes()
+        bad_peaks.magnitude_f32le = np.zeros(3, "<f4").tobytes()
+        setattr(bad_peaks, field, value)
+        with pytest.raises(grpc.RpcError) as caught:
+            matcher.Match(bad_peaks, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
+        assert error_reason(caught.value) == "BAD_PEAKS"
     no_sha = ingest_request(NAMES[0])
     no_sha.metadata.file_sha1 = "abc"
     with pytest.raises(grpc.RpcError) as caught:
