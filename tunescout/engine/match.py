@@ -128,15 +128,22 @@ def match_peaks(
     if match_params.jitter_frames and not (
         results and results[0].confidence >= match_params.early_exit_confidence
     ):
-        candidates += _jitter_candidates(plain, lookup, match_params)
+        candidates += _jitter_candidates(peaks, plain, lookup, params, match_params)
         results = _rank(candidates, track_sizes, params, match_params, stored_hashes)[0]
     return results
 
 
-def _jitter_candidates(plain: Fingerprint, lookup: Lookup, match_params: MatchParams) -> list[Candidate]:
-    """Candidates of the plain query with each triplet's targets moved +-`jitter_frames` frames."""
-    moved, rows = hashes.jitter_frame_deltas(plain.hashes, match_params.jitter_frames)
-    fp = Fingerprint(hashes=moved, offsets=plain.offsets[rows])
+def _jitter_candidates(
+    peaks: Peaks, plain: Fingerprint, lookup: Lookup, params: FingerprintParams, match_params: MatchParams
+) -> list[Candidate]:
+    """Candidates of the query's triplets (`jitter_fan_out` targets per anchor) with each target moved
+    +-`jitter_frames` frames."""
+    base = plain
+    if match_params.jitter_fan_out != params.query_fan_out:
+        narrower = replace(params, query_fan_out=match_params.jitter_fan_out)
+        base = hashes_from_peaks(peaks, narrower, Role.QUERY)
+    moved, rows = hashes.jitter_frame_deltas(base.hashes, match_params.jitter_frames)
+    fp = Fingerprint(hashes=moved, offsets=base.offsets[rows])
     index = index_hashes(fp.hashes)
     found = rank_offsets(
         fp, index, lookup(index.unique, match_params.max_postings_per_hash), match_params,
