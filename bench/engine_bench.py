@@ -832,10 +832,11 @@ def measure_rss(long_file: Path, hours: float, reference: Sequence[Track], store
         build_long_file(reference, long_file, hours)
         _log(f"  built in {time.perf_counter() - t0:.0f} s")
     # the child measures memory, not numba compiling: with --skip-ingest nothing in this process has
-    # compiled (and cached) the store's kernels yet, and compiling them in the child added 40 MB
+    # compiled (and cached) the store's kernels yet, and compiling them in the child added 40 MB. The
+    # child's one track exceeds level 0 and is merged into a file at once: so is the warm-up's
     warm = store / "rss_warm_shard"
     shutil.rmtree(warm, ignore_errors=True)
-    with EmbeddedShard(warm, fingerprint_version=FINGERPRINT_VERSION) as shard:
+    with EmbeddedShard(warm, fingerprint_version=FINGERPRINT_VERSION, level0_max_rows=1) as shard:
         warm_prints = fingerprint_pcm(
             np.random.default_rng(0).standard_normal(PARAMS.sample_rate_hz * 5).astype(np.float32)
         )
