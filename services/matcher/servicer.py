@@ -19,6 +19,7 @@ from services.matcher.settings import MatcherSettings
 from services.matcher.shards import check_supported, open_shard
 from services.matcher.shardset import (
     REOPEN_INTERVAL_S,
+    STORED_HASHES_RECOUNT_S,
     FanoutReport,
     ShardHandle,
     ShardSet,
@@ -81,6 +82,7 @@ class MatcherServicer(pb_grpc.MatcherServiceServicer):
         self._settings = settings
         self._shards: ShardSet | None = None
         self._maintenance: asyncio.Task[None] | None = None
+        self._recount: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Open the shards; health turns SERVING when all of them answer, or after `STARTUP_WAIT_S` when at
@@ -108,6 +110,8 @@ class MatcherServicer(pb_grpc.MatcherServiceServicer):
                 break
             await asyncio.sleep(REOPEN_INTERVAL_S)
         await asyncio.to_thread(warm_up)
+        await asyncio.to_thread(shards.count_stored_hashes)
+        self._recount = asyncio.create_task(self._recount_catalogue(shards))
         self._shards = shards
         logger.info("shards open: %s", ", ".join(opened))
         if self._settings.compact_idle_s > 0:
@@ -119,10 +123,21 @@ class MatcherServicer(pb_grpc.MatcherServiceServicer):
             await asyncio.sleep(min(5.0, self._settings.compact_idle_s))
             await asyncio.to_thread(shards.compact_idle, self._settings.compact_idle_s)
 
+    async def _recount_catalogue(self, shards: ShardSet) -> None:
+        """Background upkeep: keep the catalogue size that calibrates confidences current, off the
+        recognitions' path (a count is a query on MySQL and ClickHouse shards)."""
+        while True:
+            await asyncio.sleep(STORED_HASHES_RECOUNT_S)
+            try:
+                await asyncio.to_thread(shards.count_stored_hashes)
+            except Exception:  # the last count stays; the next round tries again
+                logger.exception("counting the shards' hashes failed")
+
     async def close(self) -> None:
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            self._maintenance = None
+        for task in (self._maintenance, self._recount):
+            if task is not None:
+                task.cancel()
+        self._maintenance = self._recount = None
         if self._shards is not None:
             await asyncio.to_thread(self._shards.close)
             self._shards = None

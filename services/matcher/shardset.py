@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 MAX_GLOBAL_ID = (1 << 31) - 1  # see score.rank_offsets: (track << 32) + offset must fit an int64
 REOPEN_INTERVAL_S = 5.0  # how often a shard that failed to open is tried again
-STORED_HASHES_MAX_AGE_S = 10.0  # the catalogue size that calibrates confidences is at most this old
+STORED_HASHES_RECOUNT_S = 10.0  # how often the matcher recounts the catalogue that calibrates confidences
 # larger shards keep their size tiers. One segment makes lookups 2.2x faster than the size tiers at
 # 10,000 tracks (774 M postings, 4 GB): 11 -> 4.9 ms for a 10 s clip; merging them all took 25 s on 2 cores,
 # in the background, with lookups and ingests going on (and as much free disk as the shard's size).
@@ -192,7 +192,6 @@ class ShardSet:
         self._ingest_locks = ingest_locks or LocalIngestLocks()
         self._sizes_lock = threading.Lock()
         self._sizes: dict[int, int] = {}  # stored hashes by shard index, as last counted
-        self._sizes_at = -STORED_HASHES_MAX_AGE_S  # time.monotonic() of the last count
 
     def global_id(self, shard_index: int, track_id: int) -> int:
         return track_id * len(self.handles) + shard_index
@@ -338,13 +337,16 @@ class ShardSet:
                 logger.exception("shard %s: compaction failed", handle.name)
 
     def stored_hashes(self) -> int:
-        """Hashes stored in all shards together, which calibrates match confidences (a bigger catalogue
-        gives chance agreement more room). Counted at most every `STORED_HASHES_MAX_AGE_S` (on MySQL and
-        ClickHouse a count is a query); a shard that does not answer keeps its last count."""
+        """Hashes stored in all shards together as last counted (`count_stored_hashes`; 0 before), which
+        calibrates match confidences: a bigger catalogue gives chance agreement more room. Never waits
+        for a shard: recognitions read it."""
         with self._sizes_lock:
-            if time.monotonic() - self._sizes_at < STORED_HASHES_MAX_AGE_S:
-                return sum(self._sizes.values())
-            self._sizes_at = time.monotonic()  # one caller counts; the others use the last count meanwhile
+            return sum(self._sizes.values())
+
+    def count_stored_hashes(self) -> int:
+        """Count every shard's hashes now (on MySQL and ClickHouse a query each: the matcher does it in
+        the background, every `STORED_HASHES_RECOUNT_S`); a shard that does not answer keeps its last
+        count. Returns the new total."""
         answers = self._fan_out(lambda h: h.shard().stats(), FanoutReport())
         with self._sizes_lock:
             for index, st in answers.items():

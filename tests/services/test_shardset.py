@@ -8,7 +8,6 @@ import time
 import numpy as np
 import pytest
 
-from services.matcher import shardset as shardset_module
 from services.matcher.cache import MemoryLookupCache, decode_postings, encode_postings
 from services.matcher.servicer import _match
 from services.matcher.shardset import FanoutReport, ShardHandle, ShardSet
@@ -245,24 +244,23 @@ class CountingShard:
         pass
 
 
-def test_stored_hashes_sums_the_shards_counts_each_at_most_every_max_age(monkeypatch):
+def test_stored_hashes_is_the_last_count_and_a_silent_shard_keeps_its_own():
     stores = parse_config({"instances": [{"name": n} for n in ("a", "b")]}).instances
     inner = [CountingShard(1000), CountingShard(500)]
     handles = [
         ShardHandle(i, s, lambda c, w=w: w, None) for i, (s, w) in enumerate(zip(stores, inner, strict=True))
     ]
     shardset = ShardSet(handles, deadline_s=1.0)
-    clock = [100.0]
-    monkeypatch.setattr(shardset_module.time, "monotonic", lambda: clock[0])
     try:
-        assert shardset.stored_hashes() == 1500
+        assert shardset.stored_hashes() == 0  # not counted yet: confidences as for a small catalogue
+        assert shardset.count_stored_hashes() == 1500
         inner[0].n_hashes = 4000
-        assert shardset.stored_hashes() == 1500  # counted again only after the max age
+        assert shardset.stored_hashes() == 1500  # reading never asks the shards
         assert [s.calls for s in inner] == [1, 1]
-        clock[0] += shardset_module.STORED_HASHES_MAX_AGE_S
-        assert shardset.stored_hashes() == 4500
+        assert shardset.count_stored_hashes() == 4500
         inner[1].broken = True  # a shard that does not answer keeps its last count
-        clock[0] += shardset_module.STORED_HASHES_MAX_AGE_S
-        assert shardset.stored_hashes() == 4500
+        inner[0].n_hashes = 5000
+        assert shardset.count_stored_hashes() == 5500
+        assert shardset.stored_hashes() == 5500
     finally:
         shardset.close()
