@@ -555,6 +555,8 @@ def test_a_shard_written_in_segment_format_1_is_upgraded_on_open(tmp_path: Path)
             db.execute("UPDATE level0_segments SET data = ? WHERE segment_id = ?", (v1, segment_id))
     db.close()
 
+    # what a crash in the middle of an earlier upgrade leaves: removed on open, like a merge's leftovers
+    (tmp_path / "seg-9999999999.tsseg.upgrade.tmp").write_bytes(b"partial")
     with open_shard(tmp_path, level0_max_tracks=5) as reopened:
         assert as_set(reopened.lookup(queries, 0)) == before
     assert segment_files(tmp_path) == [p.name for p in files], "rewritten in place, no file left behind"
