@@ -855,6 +855,11 @@ def unpack_fields_reference(words: np.ndarray, bits: int, plus: int, n_rows: int
     return np.uint64(plus) + ((pair >> (pos & np.uint64(31))) & mask)
 
 
+# queries per block of the touch passes: the block's loads are issued together, and the block's lines are
+# still in the CPU caches when it is searched
+TOUCH_BLOCK = 256
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _search_bucket(
     low: np.ndarray, low_bits: int, lo: np.int64, hi: np.int64, target: np.int64
@@ -894,11 +899,13 @@ def find_ranges(
     start of the range inside it, a scan its end. Queries with bits above `hash_bits` match nothing (an
     empty range at n_rows, which is also their lower bound).
 
-    `touch` (for segments larger than the CPU caches) first loads every bucket's bounds, then the first
-    low-bits row of every bucket, then searches: those loads are independent, so the CPU overlaps their
-    cache misses, where the one-pass loop waits for each in turn (measured 1.3-2x faster on 7M-30M-row
-    segments, and slower on cache-resident ones). Returns a value folded from the touch pass, only so the
-    compiler keeps those loads; callers ignore it.
+    `touch` (for segments larger than the CPU caches) works in blocks of `TOUCH_BLOCK` queries: first
+    loads every bucket's bounds, then the first low-bits row of every bucket, then searches: those loads
+    are independent, so the CPU overlaps their cache misses, where the one-pass loop waits for each in turn
+    (measured 1.3-2x faster on 7M-30M-row segments, and slower on cache-resident ones). Blocks keep the
+    touched lines in the caches until their search: 161 -> 144 ns per hash on a 774M-row segment, where
+    one pass over all of a query's 170k hashes let them be evicted first. Returns a value folded from the
+    touch pass, only so the compiler keeps those loads; callers ignore it.
     """
     n_rows = np.int64(directory[directory.shape[0] - 1])
     mask = (np.int64(1) << low_bits) - 1
@@ -918,23 +925,28 @@ def find_ranges(
             else:
                 starts[i], ends[i] = _search_bucket(low, low_bits, lo, hi, q & mask)
         return 0
-    for i in range(queries.shape[0]):
-        q = np.int64(queries[i])
-        if (q >> hash_bits) != 0:
-            starts[i] = n_rows
-            ends[i] = n_rows
+    n = queries.shape[0]
+    touched = np.int64(0)
+    for b0 in range(0, n, TOUCH_BLOCK):
+        b1 = min(n, b0 + TOUCH_BLOCK)
+        for i in range(b0, b1):
+            q = np.int64(queries[i])
+            if (q >> hash_bits) != 0:
+                starts[i] = n_rows
+                ends[i] = n_rows
+                continue
+            p = q >> low_bits
+            starts[i] = directory[p]
+            ends[i] = directory[p + 1]
+        if low_bits == 0:
             continue
-        p = q >> low_bits
-        starts[i] = directory[p]
-        ends[i] = directory[p + 1]
-    if low_bits == 0:
-        return 0
-    touched = 0
-    for i in range(queries.shape[0]):
-        row = starts[i] if starts[i] < ends[i] else 0
-        touched ^= _field(low, low_bits, row)
-    for i in range(queries.shape[0]):
-        starts[i], ends[i] = _search_bucket(low, low_bits, starts[i], ends[i], np.int64(queries[i]) & mask)
+        for i in range(b0, b1):
+            row = starts[i] if starts[i] < ends[i] else 0
+            touched ^= _field(low, low_bits, row)
+        for i in range(b0, b1):
+            starts[i], ends[i] = _search_bucket(
+                low, low_bits, starts[i], ends[i], np.int64(queries[i]) & mask
+            )
     return touched
 
 
