@@ -156,6 +156,35 @@ def test_lookup_matches_brute_force_through_compactions_deletes_and_reopen(
         assert reopened.stats().n_tracks == len(stored)
 
 
+def test_a_lookup_split_across_threads_answers_as_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(7)
+    monkeypatch.setattr(embedded_module, "LOOKUP_SPLIT_MIN", 64)
+    pieces: list[int] = []
+    whole_lookup = embedded_module._lookup
+
+    def counted(snapshot: object, queries: np.ndarray, cap: int) -> Postings:
+        pieces.append(queries.shape[0])
+        return whole_lookup(snapshot, queries, cap)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(embedded_module, "_lookup", counted)
+    stored: dict[int, Fingerprints] = {}
+    with open_shard(tmp_path / "s", level0_max_tracks=4, tier_fanout=2, lookup_threads=3) as shard:
+        for i in range(20):
+            hashes, offsets = make_fingerprints(rng, 1500)
+            stored[shard.ingest(TrackMeta(sha1_of(i), "t"), hashes, offsets).track.track_id] = (
+                hashes,
+                offsets,
+            )
+        for track_id in sorted(stored)[:3]:  # tombstones: the capped recount runs inside each piece
+            assert shard.delete_track(track_id)
+            del stored[track_id]
+        assert_matches(shard, stored, rng)
+    assert pieces and max(pieces) < 600 / 2, "lookups of ~600 hashes were split into 3 pieces"
+    assert len(pieces) == 3 * 3, "three caps, each lookup in three pieces"
+
+
 def test_reopened_store_gives_same_lookups_with_level0_and_files(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     shard = open_shard(tmp_path, level0_max_tracks=5)

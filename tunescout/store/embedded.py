@@ -36,7 +36,9 @@ shard directory: a second one (or a second EmbeddedShard on the same directory) 
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -81,6 +83,9 @@ FRAME_BLOCK_BITS = 10  # 1024-frame (16 s) blocks index the frame space: 4 bytes
 SQLITE_NAME = "shard.sqlite"
 EXPORT_CHUNK_ROWS = 1 << 22  # rows of a segment scanned at once by track_postings (about 40 MB)
 LOCK_NAME = "LOCK"
+# a lookup of at least twice this many hashes is split across `lookup_threads` threads (the kernels run
+# without the GIL; each piece waits on its own memory loads, so the pieces overlap their cache misses)
+LOOKUP_SPLIT_MIN = 4096
 _SEGMENT_NAME = re.compile(r"seg-\d{10}\.tsseg")
 _SEGMENT_TMP = re.compile(r"seg-\d{10}\.tsseg(\.upgrade)?\.tmp")
 
@@ -243,6 +248,7 @@ class EmbeddedShard:
     file; every `level0_run_tracks` new BLOBs are merged in memory (with the previous run) into one run,
     so lookups search at most about `level0_run_tracks` level-0 segments; `tier_fanout` files of one size
     tier are merged together; `merge_chunk_rows` bounds merge memory (about 32 bytes per row of a chunk).
+    `lookup_threads` (default: the CPUs, at most 4) share a big lookup (see `LOOKUP_SPLIT_MIN`).
     """
 
     def __init__(
@@ -255,13 +261,16 @@ class EmbeddedShard:
         level0_run_tracks: int = 8,
         tier_fanout: int = 4,
         merge_chunk_rows: int = 1 << 20,
+        lookup_threads: int | None = None,
     ) -> None:
+        if lookup_threads is None:
+            lookup_threads = min(4, os.cpu_count() or 1)
         if (
-            min(level0_max_tracks, level0_max_rows, merge_chunk_rows) < 1
+            min(level0_max_tracks, level0_max_rows, merge_chunk_rows, lookup_threads) < 1
             or min(tier_fanout, level0_run_tracks) < 2
         ):
             raise ValueError(
-                "level0_max_tracks, level0_max_rows, merge_chunk_rows must be >= 1; "
+                "level0_max_tracks, level0_max_rows, merge_chunk_rows, lookup_threads must be >= 1; "
                 "tier_fanout, level0_run_tracks >= 2"
             )
         self.path = Path(path)
@@ -271,6 +280,9 @@ class EmbeddedShard:
         self._level0_run_tracks = level0_run_tracks
         self._tier_fanout = tier_fanout
         self._merge_chunk_rows = merge_chunk_rows
+        self._lookup_threads = lookup_threads
+        self._lookup_pool: cf.ThreadPoolExecutor | None = None  # started by the first big lookup
+        self._pool_lock = threading.Lock()
         self._db_path = self.path / SQLITE_NAME
         self._write_lock = threading.Lock()  # one writer: ingest, delete, manifest swaps
         self._read_lock = threading.Lock()  # the reader connection serves one statement at a time
@@ -504,7 +516,35 @@ class EmbeddedShard:
         if max_postings_per_hash < 0:
             raise ValueError(f"max_postings_per_hash must be >= 0, got {max_postings_per_hash}")
         self._check_open()
-        return _lookup(self._snapshot, queries, int(max_postings_per_hash))
+        snapshot = self._snapshot
+        parts = min(self._lookup_threads, queries.shape[0] // LOOKUP_SPLIT_MIN)
+        if parts < 2:
+            return _lookup(snapshot, queries, int(max_postings_per_hash))
+        # each hash's postings are independent of the others': contiguous pieces of the sorted queries,
+        # looked up concurrently, concatenate into the whole answer (hash indexes shifted by piece starts)
+        bounds = np.linspace(0, queries.shape[0], parts + 1).astype(np.int64)
+        pool = self._pool()
+        futures = [
+            pool.submit(_lookup, snapshot, queries[a:b], int(max_postings_per_hash))
+            for a, b in itertools.pairwise(bounds[1:])
+        ]
+        pieces = [_lookup(snapshot, queries[: bounds[1]], int(max_postings_per_hash))]  # this thread's piece
+        pieces += [f.result() for f in futures]
+        return Postings(
+            hash_index=np.concatenate(
+                [p.hash_index + np.int32(a) for p, a in zip(pieces, bounds, strict=False)]
+            ),
+            track_id=np.concatenate([p.track_id for p in pieces]),
+            offset=np.concatenate([p.offset for p in pieces]),
+        )
+
+    def _pool(self) -> cf.ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._lookup_pool is None:
+                self._lookup_pool = cf.ThreadPoolExecutor(
+                    self._lookup_threads - 1, thread_name_prefix="lookup"
+                )
+            return self._lookup_pool
 
     def find_by_sha1(self, file_sha1: str) -> TrackRecord | None:
         with self._read_lock:
@@ -616,6 +656,10 @@ class EmbeddedShard:
             self._closed = True
             self._snapshot = self._make_snapshot((), ())
             self._release()
+        with self._pool_lock:
+            if self._lookup_pool is not None:
+                self._lookup_pool.shutdown(wait=True)
+                self._lookup_pool = None
         logger.info("closed shard %s", self.path)
 
     def __enter__(self) -> EmbeddedShard:
