@@ -179,6 +179,37 @@ def test_match_keys_matches_reference(seed):
     assert (track >= 0).all() and track.max() < 1 << 31 and (delta < 1 << 24).all() and (delta > -600).all()
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_gather_groups_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(0, 5, 200).astype(np.int64)
+    starts = (np.cumsum(counts) - counts).astype(np.int64)
+    track_id = rng.integers(0, 1 << 31, int(counts.sum())).astype(np.int64)
+    offset = rng.integers(0, 1 << 20, track_id.size).astype(np.int32)
+    picked = np.sort(rng.choice(200, 70, replace=False)).astype(np.int64)
+    args = (starts, counts, picked, track_id, offset)
+    got, want = kernels.gather_groups(*args), kernels.gather_groups_reference(*args)
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("least", [0, 1, 4, 50])
+def test_postings_of_busy_tracks_matches_reference(least):
+    rng = np.random.default_rng(least)
+    n_hashes = 80
+    query_counts = rng.integers(0, 4, n_hashes).astype(np.int64)
+    hash_index = np.sort(rng.integers(0, n_hashes, 3000)).astype(np.int32)
+    track_id = (rng.zipf(1.5, hash_index.size) % 5000).astype(np.int64)  # a few busy tracks, many quiet
+    offset = rng.integers(0, 1 << 20, hash_index.size).astype(np.int32)
+    args = (hash_index, track_id, offset, query_counts, least)
+    got, want = kernels.postings_of_busy_tracks(*args), kernels.postings_of_busy_tracks_reference(*args)
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)
+    assert 0 < got[0].size < hash_index.size or least in (0, 1)
+
+
 @pytest.mark.parametrize(
     "keys",
     [

@@ -74,3 +74,44 @@ def test_rank_offsets_finds_each_track_offset_up_to_the_largest_track_id() -> No
     )
     found = rank_offsets(query, index, postings, DEFAULT_MATCH_PARAMS, top=5)
     assert [(c.track_id, c.offset_frames, c.matches) for c in found] == [(big, 1234, 40), (small, 50, 25)]
+
+
+def test_min_window_leaves_out_only_tracks_that_could_never_be_reported() -> None:
+    from tunescout.engine.fingerprint import Fingerprint
+    from tunescout.engine.params import DEFAULT_MATCH_PARAMS
+    from tunescout.engine.score import frames_needed, index_hashes, rank_offsets
+
+    rng = np.random.default_rng(5)
+    n = 400
+    query = Fingerprint(
+        hashes=rng.choice(1 << 30, n, replace=False).astype(np.uint32),
+        offsets=np.sort(rng.integers(0, 600, n)).astype(np.int32),
+    )
+    index = index_hashes(query.hashes)
+    rows, tracks, offsets = [], [], []
+    # track 3: 30 consistent matches; tracks 10..2009: 1-3 chance matches each, at random offsets
+    for h in range(30):
+        rows.append(h)
+        tracks.append(3)
+        offsets.append(500 + int(query.offsets[index.order[index.starts[h]]]))
+    for track in range(10, 2010):
+        for h in rng.integers(0, n, int(rng.integers(1, 4))):
+            rows.append(int(h))
+            tracks.append(track)
+            offsets.append(int(rng.integers(0, 10_000)))
+    order = np.argsort(rows, kind="stable")
+    postings = Postings(
+        hash_index=np.asarray(rows, np.int32)[order],
+        track_id=np.asarray(tracks, np.int64)[order],
+        offset=np.asarray(offsets, np.int32)[order],
+    )
+    params = DEFAULT_MATCH_PARAMS
+    needed = frames_needed(params)
+    assert params.min_matches <= needed <= params.confidence_midpoint
+    everyone = rank_offsets(query, index, postings, params, top=5)
+    kept = rank_offsets(query, index, postings, params, top=5, min_window=needed)
+    assert [c.track_id for c in kept] == [3] and kept[0] == everyone[0]
+    assert len(everyone) == 5, "without the bound, chance tracks fill the list"
+    # the bound grows with the catalogue, as the confidence midpoint does
+    assert frames_needed(params, stored_hashes=params.calibration_hashes * 64) > needed
+    assert frames_needed(params, jittered=True) > needed

@@ -414,6 +414,79 @@ def match_keys_reference(
     return keys, rows
 
 
+@njit(cache=True, nogil=True)
+def postings_of_busy_tracks(
+    hash_index: np.ndarray, track_id: np.ndarray, offset: np.ndarray, query_counts: np.ndarray, least: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The postings (in order) whose track has at least `least` matches in all, where a posting of hash
+    h is query_counts[h] matches. Track ids must lie in [0, 2**24) (the caller checks)."""
+    n = hash_index.shape[0]
+    n_ids = 0
+    for p in range(n):
+        n_ids = max(n_ids, np.int64(track_id[p]) + 1)
+    per_track = np.zeros(n_ids, np.int64)
+    for p in range(n):
+        per_track[track_id[p]] += query_counts[hash_index[p]]
+    kept = 0
+    for p in range(n):
+        if per_track[track_id[p]] >= least:
+            kept += 1
+    out_h = np.empty(kept, hash_index.dtype)
+    out_t = np.empty(kept, track_id.dtype)
+    out_o = np.empty(kept, offset.dtype)
+    k = 0
+    for p in range(n):
+        if per_track[track_id[p]] >= least:
+            out_h[k] = hash_index[p]
+            out_t[k] = track_id[p]
+            out_o[k] = offset[p]
+            k += 1
+    return out_h, out_t, out_o
+
+
+def postings_of_busy_tracks_reference(
+    hash_index: np.ndarray, track_id: np.ndarray, offset: np.ndarray, query_counts: np.ndarray, least: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NumPy reference of `postings_of_busy_tracks`: a weighted bincount."""
+    per_track = np.bincount(track_id, weights=query_counts[hash_index])
+    keep = per_track[track_id] >= least
+    return hash_index[keep], track_id[keep], offset[keep]
+
+
+@njit(cache=True, nogil=True)
+def gather_groups(
+    starts: np.ndarray, counts: np.ndarray, picked: np.ndarray, track_id: np.ndarray, offset: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows [starts[g], starts[g] + counts[g]) of (track_id, offset) for each group g = picked[i] in turn,
+    with i as their hash index: one hypothesis's postings out of the lookup of all hypotheses' hashes."""
+    total = 0
+    for i in range(picked.shape[0]):
+        total += counts[picked[i]]
+    out_h = np.empty(total, np.int32)
+    out_t = np.empty(total, track_id.dtype)
+    out_o = np.empty(total, offset.dtype)
+    k = 0
+    for i in range(picked.shape[0]):
+        g = picked[i]
+        for r in range(starts[g], starts[g] + counts[g]):
+            out_h[k] = i
+            out_t[k] = track_id[r]
+            out_o[k] = offset[r]
+            k += 1
+    return out_h, out_t, out_o
+
+
+def gather_groups_reference(
+    starts: np.ndarray, counts: np.ndarray, picked: np.ndarray, track_id: np.ndarray, offset: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NumPy reference of `gather_groups`: repeat/cumsum index arithmetic."""
+    c = counts[picked]
+    hash_index = np.repeat(np.arange(picked.size, dtype=np.int32), c)
+    first_out = np.cumsum(c) - c
+    rows = np.arange(int(c.sum())) + np.repeat(starts[picked] - first_out, c)
+    return hash_index, track_id[rows], offset[rows]
+
+
 _RADIX_BITS = 11
 
 

@@ -81,6 +81,22 @@ def _best_offset_of_track(
     return round(float(d[in_window].mean())), frames, int(in_window.sum()), nearby
 
 
+# track ids up to this are counted with one bincount; a set with larger ids skips the pre-filter
+_DENSE_TRACK_IDS = 1 << 24
+
+
+def _tracks_with_matches(postings: Postings, query_counts: np.ndarray, least: int) -> Postings:
+    """The postings of tracks with at least `least` matches in all (a track's best window holds no more
+    than all its matches): chance agreement spreads a few matches over thousands of tracks, and sorting
+    only the rest makes scoring cheaper at catalogue scale."""
+    track_id = postings.track_id
+    if track_id.size == 0 or int(track_id.min()) < 0 or int(track_id.max()) >= _DENSE_TRACK_IDS:
+        return postings
+    return Postings(
+        *kernels.postings_of_busy_tracks(postings.hash_index, track_id, postings.offset, query_counts, least)
+    )
+
+
 def rank_offsets(
     query: Fingerprint,
     index: HashIndex,
@@ -90,12 +106,19 @@ def rank_offsets(
     speed: float = 1.0,
     tempo: float = 1.0,
     top: int = 10,
+    min_window: int = 0,
 ) -> list[Candidate]:
     """The best (track, offset) bins of one hypothesis, strongest first, one per track. `index` is
-    `index_hashes(query.hashes)`; `postings` index its `unique` hashes."""
+    `index_hashes(query.hashes)`; `postings` index its `unique` hashes. Tracks whose best window holds
+    fewer than `min_window` matches are left out (see `frames_needed`): describing a candidate costs more
+    than finding it, and most are chance agreement that could never be reported."""
     if postings.hash_index.size == 0 or query.hashes.size == 0:
         return []
     query_offsets = query.offsets.astype(np.int32, copy=False)
+    if min_window > 1:
+        postings = _tracks_with_matches(postings, index.counts, min_window)
+        if postings.hash_index.size == 0:
+            return []
     # one int64 key per match: track << 32 | (offset difference + bias), sorted, with its query row
     keys, rows = kernels.match_keys(
         postings.hash_index,
@@ -109,6 +132,7 @@ def rank_offsets(
     keys, rows = kernels.sort_pairs(keys, rows)
     track_ids, best_window, _, _, _ = kernels.best_window_per_track(keys, params.offset_tolerance)
     chosen = np.argsort(-best_window, kind="stable")[:top]
+    chosen = chosen[best_window[chosen] >= min_window]
     out = []
     for i in chosen:
         track = int(track_ids[i])
@@ -136,6 +160,24 @@ def rank_offsets(
     return out
 
 
+def _midpoint(params: MatchParams, stored_hashes: int, jittered: bool) -> float:
+    midpoint = params.jitter_confidence_midpoint if jittered else params.confidence_midpoint
+    if stored_hashes > params.calibration_hashes:
+        midpoint += params.midpoint_per_doubling * math.log2(stored_hashes / params.calibration_hashes)
+    return midpoint
+
+
+def frames_needed(params: MatchParams, stored_hashes: int = 0, jittered: bool = False) -> int:
+    """A lower bound on the distinct frames a candidate needs to reach `min_confidence`: a candidate
+    with fewer can never be reported. Its best window's match count bounds its distinct frames from above,
+    so `rank_offsets(min_window=...)` may drop it before describing it."""
+    p = params.min_confidence
+    if not 0.0 < p < 1.0:
+        return params.min_matches
+    x = _midpoint(params, stored_hashes, jittered) + math.log(p / (1.0 - p)) / params.confidence_slope
+    return max(params.min_matches, math.floor(x))
+
+
 def calibrated_confidence(c: Candidate, params: MatchParams, stored_hashes: int = 0) -> float:
     """Confidence in [0, 1] that `c` is the clip's track, from its time-consistent evidence.
 
@@ -149,8 +191,5 @@ def calibrated_confidence(c: Candidate, params: MatchParams, stored_hashes: int 
     """
     if c.distinct_frames < params.min_matches:
         return 0.0
-    midpoint = params.jitter_confidence_midpoint if c.jittered else params.confidence_midpoint
-    if stored_hashes > params.calibration_hashes:
-        midpoint += params.midpoint_per_doubling * math.log2(stored_hashes / params.calibration_hashes)
-    z = params.confidence_slope * (c.distinct_frames - midpoint)
+    z = params.confidence_slope * (c.distinct_frames - _midpoint(params, stored_hashes, c.jittered))
     return 1.0 / (1.0 + math.exp(-z))
