@@ -15,11 +15,19 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tunescout.engine import arrays, hashes
+from tunescout.engine import arrays, hashes, kernels
 from tunescout.engine.fingerprint import Fingerprint, hashes_from_peaks, query_landmarks
+from tunescout.engine.pairs import Triplets
 from tunescout.engine.params import DEFAULT_MATCH_PARAMS, DEFAULT_PARAMS, FingerprintParams, MatchParams
 from tunescout.engine.peaks import Peaks, Role
-from tunescout.engine.score import Candidate, Lookup, calibrated_confidence, index_hashes, rank_offsets
+from tunescout.engine.score import (
+    Candidate,
+    Lookup,
+    calibrated_confidence,
+    frames_needed,
+    index_hashes,
+    rank_offsets,
+)
 from tunescout.store.shard import FingerprintShard, Postings
 
 
@@ -74,14 +82,11 @@ class _Groups:
         """The postings of `own` (a sorted subset of `union`) re-indexed into `own`. Costs the rows it
         returns, not all of the union's (12 hypotheses each scanning every row cost 28 ms per query at
         10,000 tracks)."""
-        pos = np.searchsorted(self.union, own)
-        counts = self.counts[pos]
-        total = int(counts.sum())
-        hash_index = np.repeat(np.arange(own.size, dtype=np.int32), counts)
-        first_out = np.cumsum(counts) - counts
-        rows = np.arange(total) + np.repeat(self.starts[pos] - first_out, counts)
+        picked = np.searchsorted(self.union, own)
         return Postings(
-            hash_index=hash_index, track_id=self.postings.track_id[rows], offset=self.postings.offset[rows]
+            *kernels.gather_groups(
+                self.starts, self.counts, picked, self.postings.track_id, self.postings.offset
+            )
         )
 
 
@@ -100,7 +105,9 @@ def match_peaks(
     plain = hashes_from_peaks(peaks, params, Role.QUERY, landmarks=landmarks)
     index = index_hashes(plain.hashes)
     postings = lookup(index.unique, match_params.max_postings_per_hash)
-    candidates = rank_offsets(plain, index, postings, match_params, top=match_params.max_results + 2)
+    top = match_params.max_results + 2
+    needed = frames_needed(match_params, stored_hashes)
+    candidates = rank_offsets(plain, index, postings, match_params, top=top, min_window=needed)
     results, concentration = _rank(candidates, track_sizes, params, match_params, stored_hashes)
     # matches spread around the offset (rather than piled in its window) mean the clip's tempo differs:
     # the plain answer may name the right track, but its offset drifts, so the hypotheses still run
@@ -110,10 +117,12 @@ def match_peaks(
         and concentration >= match_params.early_exit_concentration
     ):
         return results
+    narrow = _Narrower(peaks, params, landmarks)
     hyp = _hypotheses(match_params)
     if hyp:
+        hyp_params, hyp_landmarks = narrow.landmarks(match_params.hypothesis_fan_out)
         prints = [
-            hashes_from_peaks(peaks, params, Role.QUERY, speed=s, tempo=r, landmarks=landmarks)
+            hashes_from_peaks(peaks, hyp_params, Role.QUERY, speed=s, tempo=r, landmarks=hyp_landmarks)
             for s, r in hyp
         ]
         indexes = [index_hashes(f.hashes) for f in prints]
@@ -122,32 +131,60 @@ def match_peaks(
         for fp, index, (speed, tempo) in zip(prints, indexes, hyp, strict=True):
             candidates += rank_offsets(
                 fp, index, groups.split(index.unique), match_params,
-                speed=speed, tempo=tempo, top=match_params.max_results + 2,
+                speed=speed, tempo=tempo, top=top, min_window=needed,
             )  # fmt: skip
         results = _rank(candidates, track_sizes, params, match_params, stored_hashes)[0]
     if match_params.jitter_frames and not (
         results and results[0].confidence >= match_params.early_exit_confidence
     ):
-        candidates += _jitter_candidates(peaks, plain, lookup, params, match_params)
+        needed = frames_needed(match_params, stored_hashes, jittered=True)
+        candidates += _jitter_candidates(peaks, plain, narrow, lookup, match_params, needed)
         results = _rank(candidates, track_sizes, params, match_params, stored_hashes)[0]
     return results
 
 
+class _Narrower:
+    """A query's landmarks with fewer targets per anchor than `query_fan_out`, formed once per fan-out."""
+
+    def __init__(self, peaks: Peaks, params: FingerprintParams, landmarks: Triplets) -> None:
+        self._peaks = peaks
+        self._params = params
+        self.full = landmarks  # at `query_fan_out`
+        self._formed: dict[int, tuple[FingerprintParams, Triplets]] = {
+            params.query_fan_out: (params, landmarks)
+        }
+
+    def landmarks(self, fan_out: int) -> tuple[FingerprintParams, Triplets]:
+        """(params with that fan-out, the landmarks formed with them)."""
+        fan_out = min(fan_out, self._params.query_fan_out)
+        if fan_out not in self._formed:
+            narrower = replace(self._params, query_fan_out=fan_out)
+            self._formed[fan_out] = (narrower, query_landmarks(self._peaks, narrower))
+        return self._formed[fan_out]
+
+
 def _jitter_candidates(
-    peaks: Peaks, plain: Fingerprint, lookup: Lookup, params: FingerprintParams, match_params: MatchParams
+    peaks: Peaks,
+    plain: Fingerprint,
+    narrow: _Narrower,
+    lookup: Lookup,
+    match_params: MatchParams,
+    min_window: int,
 ) -> list[Candidate]:
     """Candidates of the query's triplets (`jitter_fan_out` targets per anchor) with each target moved
     +-`jitter_frames` frames."""
-    base = plain
-    if match_params.jitter_fan_out != params.query_fan_out:
-        narrower = replace(params, query_fan_out=match_params.jitter_fan_out)
-        base = hashes_from_peaks(peaks, narrower, Role.QUERY)
+    params, landmarks = narrow.landmarks(match_params.jitter_fan_out)
+    base = (
+        plain
+        if landmarks is narrow.full
+        else hashes_from_peaks(peaks, params, Role.QUERY, landmarks=landmarks)
+    )
     moved, rows = hashes.jitter_frame_deltas(base.hashes, match_params.jitter_frames)
     fp = Fingerprint(hashes=moved, offsets=base.offsets[rows])
     index = index_hashes(fp.hashes)
     found = rank_offsets(
         fp, index, lookup(index.unique, match_params.max_postings_per_hash), match_params,
-        top=match_params.max_results + 2,
+        top=match_params.max_results + 2, min_window=min_window,
     )  # fmt: skip
     # the clip has the plain query's hashes; the variants only widen where they may be found
     return [replace(c, query_hashes=plain.hashes.size, jittered=True) for c in found]
