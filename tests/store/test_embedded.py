@@ -185,6 +185,43 @@ def test_a_lookup_split_across_threads_answers_as_one(
     assert len(pieces) == 3 * 3, "three caps, each lookup in three pieces"
 
 
+def test_opening_asks_the_os_to_read_every_segment_file_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(3)
+    with open_shard(tmp_path / "s", level0_max_tracks=2, prefetch=False) as shard:
+        for i in range(6):
+            shard.ingest(TrackMeta(sha1_of(i), "t"), *make_fingerprints(rng, 3000))
+        assert shard.prefetcher is None
+    files = {name: (tmp_path / "s" / name).stat().st_size for name in segment_files(tmp_path / "s")}
+    assert files
+    monkeypatch.setattr(embedded_module, "PREFETCH_STEP", 4096)
+    advised: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    real_fadvise = os.posix_fadvise
+    fd_names: dict[int, str] = {}
+    real_open = os.open
+
+    def recording_open(path: object, flags: int, *args: object) -> int:
+        fd = real_open(path, flags, *args)  # type: ignore[arg-type]
+        fd_names[fd] = Path(str(path)).name
+        return fd
+
+    def recording_fadvise(fd: int, offset: int, length: int, advice: int) -> None:
+        assert advice == os.POSIX_FADV_WILLNEED
+        advised[fd_names[fd]].append((offset, length))
+        real_fadvise(fd, offset, length, advice)
+
+    monkeypatch.setattr(embedded_module.os, "open", recording_open)
+    monkeypatch.setattr(embedded_module.os, "posix_fadvise", recording_fadvise)
+    with open_shard(tmp_path / "s") as shard:
+        assert shard.prefetcher is not None
+        shard.prefetcher.join(timeout=30)
+        assert not shard.prefetcher.is_alive()
+    for name, size in files.items():
+        offsets = [o for o, _ in advised[name]]
+        assert offsets == list(range(0, size, 4096)), f"{name} is read ahead whole, step by step"
+
+
 def test_reopened_store_gives_same_lookups_with_level0_and_files(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     shard = open_shard(tmp_path, level0_max_tracks=5)
