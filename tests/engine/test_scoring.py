@@ -115,3 +115,23 @@ def test_min_window_leaves_out_only_tracks_that_could_never_be_reported() -> Non
     # the bound grows with the catalogue, as the confidence midpoint does
     assert frames_needed(params, stored_hashes=params.calibration_hashes * 64) > needed
     assert frames_needed(params, jittered=True) > needed
+
+
+def test_postings_cap_grows_with_the_catalogue_between_its_floor_and_ceiling() -> None:
+    from dataclasses import replace
+
+    from tunescout.engine.hashes import HASH_BITS
+    from tunescout.engine.params import DEFAULT_MATCH_PARAMS
+    from tunescout.engine.score import postings_cap
+
+    params = replace(
+        DEFAULT_MATCH_PARAMS, posting_cap_floor=50, posting_cap_ratio=280.0, max_postings_per_hash=2000
+    )
+    assert postings_cap(params) == 50  # unknown size
+    assert postings_cap(params, 13_000_000) == 50  # a small catalogue: the floor
+    ten_times_the_average = (1 << HASH_BITS) // 28  # an average hash stored 1/28 times: cap 10 -> floor
+    assert postings_cap(params, ten_times_the_average) == 50
+    assert postings_cap(params, 7_741_000_000) == int(
+        280 * 7_741_000_000 / (1 << HASH_BITS)
+    )  # ~100,000 tracks
+    assert postings_cap(params, 10**12) == 2000  # the ceiling

@@ -26,6 +26,7 @@ from tunescout.engine.score import (
     calibrated_confidence,
     frames_needed,
     index_hashes,
+    postings_cap,
     rank_offsets,
 )
 from tunescout.store.shard import FingerprintShard, Postings
@@ -104,7 +105,8 @@ def match_peaks(
     landmarks = query_landmarks(peaks, params)
     plain = hashes_from_peaks(peaks, params, Role.QUERY, landmarks=landmarks)
     index = index_hashes(plain.hashes)
-    postings = lookup(index.unique, match_params.max_postings_per_hash)
+    cap = postings_cap(match_params, stored_hashes)
+    postings = lookup(index.unique, cap)
     top = match_params.max_results + 2
     needed = frames_needed(match_params, stored_hashes)
     candidates = rank_offsets(plain, index, postings, match_params, top=top, min_window=needed)
@@ -127,7 +129,7 @@ def match_peaks(
         ]
         indexes = [index_hashes(f.hashes) for f in prints]
         union = arrays.unique(np.concatenate([i.unique for i in indexes]))
-        groups = _Groups(union, lookup(union, match_params.max_postings_per_hash))
+        groups = _Groups(union, lookup(union, cap))
         for fp, index, (speed, tempo) in zip(prints, indexes, hyp, strict=True):
             candidates += rank_offsets(
                 fp, index, groups.split(index.unique), match_params,
@@ -138,7 +140,7 @@ def match_peaks(
         results and results[0].confidence >= match_params.early_exit_confidence
     ):
         needed = frames_needed(match_params, stored_hashes, jittered=True)
-        candidates += _jitter_candidates(peaks, plain, narrow, lookup, match_params, needed)
+        candidates += _jitter_candidates(peaks, plain, narrow, lookup, match_params, needed, cap)
         results = _rank(candidates, track_sizes, params, match_params, stored_hashes)[0]
     return results
 
@@ -170,6 +172,7 @@ def _jitter_candidates(
     lookup: Lookup,
     match_params: MatchParams,
     min_window: int,
+    cap: int,
 ) -> list[Candidate]:
     """Candidates of the query's triplets (`jitter_fan_out` targets per anchor) with each target moved
     +-`jitter_frames` frames."""
@@ -183,7 +186,7 @@ def _jitter_candidates(
     fp = Fingerprint(hashes=moved, offsets=base.offsets[rows])
     index = index_hashes(fp.hashes)
     found = rank_offsets(
-        fp, index, lookup(index.unique, match_params.max_postings_per_hash), match_params,
+        fp, index, lookup(index.unique, cap), match_params,
         top=match_params.max_results + 2, min_window=min_window,
     )  # fmt: skip
     # the clip has the plain query's hashes; the variants only widen where they may be found

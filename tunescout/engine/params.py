@@ -58,7 +58,13 @@ class MatchParams:
     """Tunables of scoring; they do not change stored data."""
 
     offset_tolerance: int = 1  # frames: matches within +-this of the best offset count as consistent
-    max_postings_per_hash: int = 2000  # hashes stored more often than this carry no information: skipped
+    # a hash stored far more often than the average one carries little evidence and costs much scoring: it
+    # is skipped. The cap grows with the catalogue: `posting_cap_ratio` times the postings of an average
+    # hash (stored hashes / 2**HASH_BITS), at least `posting_cap_floor`, at most `max_postings_per_hash`.
+    # At 10,000 tracks (774 M hashes) it is 50: 0.9 % of a query's hashes, 36 % of their postings.
+    max_postings_per_hash: int = 2000
+    posting_cap_floor: int = 50
+    posting_cap_ratio: float = 280.0
     min_matches: int = 5  # query frames with consistent matches below this never make a result
     min_confidence: float = 0.5  # results below this are not reported
     # confidence = logistic(slope * (consistent query frames - midpoint)), see score.calibrated_confidence

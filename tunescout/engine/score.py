@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tunescout.engine import arrays, kernels
+from tunescout.engine import arrays, hashes, kernels
 from tunescout.engine.fingerprint import Fingerprint
 from tunescout.engine.params import MatchParams
 from tunescout.store.shard import Postings
@@ -158,6 +158,13 @@ def rank_offsets(
             )
         )
     return out
+
+
+def postings_cap(params: MatchParams, stored_hashes: int = 0) -> int:
+    """The most postings a looked-up hash may have and still count, for a catalogue of `stored_hashes`
+    (all shards; 0 = unknown, which gets the floor). See `MatchParams.posting_cap_ratio`."""
+    scaled = params.posting_cap_ratio * stored_hashes / float(1 << hashes.HASH_BITS)
+    return int(min(params.max_postings_per_hash, max(params.posting_cap_floor, scaled)))
 
 
 def _midpoint(params: MatchParams, stored_hashes: int, jittered: bool) -> float:
