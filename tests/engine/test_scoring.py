@@ -1,8 +1,15 @@
-"""Scoring helpers: the hypotheses' shared lookup split back, the hash index, the offset ranking."""
+"""Scoring helpers: the hypotheses' shared lookup split back, the hash index, the offset ranking, the bounds
+that spare scoring hopeless tracks and over-common hashes."""
+
+from dataclasses import replace
 
 import numpy as np
 
+from tunescout.engine.fingerprint import Fingerprint
+from tunescout.engine.hashes import HASH_BITS
 from tunescout.engine.match import _Groups
+from tunescout.engine.params import DEFAULT_MATCH_PARAMS
+from tunescout.engine.score import HashIndex, frames_needed, index_hashes, postings_cap, rank_offsets
 from tunescout.store.shard import Postings
 
 
@@ -31,8 +38,6 @@ def test_split_gives_each_subset_its_postings_in_order() -> None:
 
 
 def test_index_hashes_groups_every_row_under_its_hash() -> None:
-    from tunescout.engine.score import index_hashes
-
     rng = np.random.default_rng(5)
     hashes = rng.integers(0, 3000, 5000).astype(np.uint32)  # many repeats
     index = index_hashes(hashes)
@@ -46,18 +51,28 @@ def test_index_hashes_groups_every_row_under_its_hash() -> None:
     assert empty.unique.size == 0 and empty.counts.size == 0
 
 
-def test_rank_offsets_finds_each_track_offset_up_to_the_largest_track_id() -> None:
-    from tunescout.engine.fingerprint import Fingerprint
-    from tunescout.engine.params import DEFAULT_MATCH_PARAMS
-    from tunescout.engine.score import index_hashes, rank_offsets
-
-    rng = np.random.default_rng(11)
-    n = 60
+def _random_query(rng: np.random.Generator, n: int) -> tuple[Fingerprint, HashIndex]:
+    """n distinct hashes at sorted offsets over 600 frames, and their index."""
     query = Fingerprint(
         hashes=rng.choice(1 << 30, n, replace=False).astype(np.uint32),
         offsets=np.sort(rng.integers(0, 600, n)).astype(np.int32),
     )
-    index = index_hashes(query.hashes)
+    return query, index_hashes(query.hashes)
+
+
+def _postings(rows: list[int], tracks: list[int], offsets: list[int]) -> Postings:
+    """Postings grouped by hash index, as a lookup returns them."""
+    order = np.argsort(rows, kind="stable")
+    return Postings(
+        hash_index=np.asarray(rows, np.int32)[order],
+        track_id=np.asarray(tracks, np.int64)[order],
+        offset=np.asarray(offsets, np.int32)[order],
+    )
+
+
+def test_rank_offsets_finds_each_track_offset_up_to_the_largest_track_id() -> None:
+    rng = np.random.default_rng(11)
+    query, index = _random_query(rng, 60)
     row_of = {int(h): i for i, h in enumerate(query.hashes)}
     big, small = (1 << 31) - 1, 7  # the largest global track id scoring allows, and a small one
     rows, tracks, offsets = [], [], []
@@ -66,28 +81,14 @@ def test_rank_offsets_finds_each_track_offset_up_to_the_largest_track_id() -> No
             rows.append(int(np.searchsorted(index.unique, h)))
             tracks.append(track)
             offsets.append(start + int(query.offsets[row_of[int(h)]]))
-    order = np.argsort(rows, kind="stable")
-    postings = Postings(
-        hash_index=np.asarray(rows, np.int32)[order],
-        track_id=np.asarray(tracks, np.int64)[order],
-        offset=np.asarray(offsets, np.int32)[order],
-    )
-    found = rank_offsets(query, index, postings, DEFAULT_MATCH_PARAMS, top=5)
+    found = rank_offsets(query, index, _postings(rows, tracks, offsets), DEFAULT_MATCH_PARAMS, top=5)
     assert [(c.track_id, c.offset_frames, c.matches) for c in found] == [(big, 1234, 40), (small, 50, 25)]
 
 
 def test_min_window_leaves_out_only_tracks_that_could_never_be_reported() -> None:
-    from tunescout.engine.fingerprint import Fingerprint
-    from tunescout.engine.params import DEFAULT_MATCH_PARAMS
-    from tunescout.engine.score import frames_needed, index_hashes, rank_offsets
-
     rng = np.random.default_rng(5)
     n = 400
-    query = Fingerprint(
-        hashes=rng.choice(1 << 30, n, replace=False).astype(np.uint32),
-        offsets=np.sort(rng.integers(0, 600, n)).astype(np.int32),
-    )
-    index = index_hashes(query.hashes)
+    query, index = _random_query(rng, n)
     rows, tracks, offsets = [], [], []
     # track 3: 30 consistent matches; tracks 10..2009: 1-3 chance matches each, at random offsets
     for h in range(30):
@@ -99,12 +100,7 @@ def test_min_window_leaves_out_only_tracks_that_could_never_be_reported() -> Non
             rows.append(int(h))
             tracks.append(track)
             offsets.append(int(rng.integers(0, 10_000)))
-    order = np.argsort(rows, kind="stable")
-    postings = Postings(
-        hash_index=np.asarray(rows, np.int32)[order],
-        track_id=np.asarray(tracks, np.int64)[order],
-        offset=np.asarray(offsets, np.int32)[order],
-    )
+    postings = _postings(rows, tracks, offsets)
     params = DEFAULT_MATCH_PARAMS
     needed = frames_needed(params)
     assert params.min_matches <= needed <= params.confidence_midpoint
@@ -118,19 +114,12 @@ def test_min_window_leaves_out_only_tracks_that_could_never_be_reported() -> Non
 
 
 def test_postings_cap_grows_with_the_catalogue_between_its_floor_and_ceiling() -> None:
-    from dataclasses import replace
-
-    from tunescout.engine.hashes import HASH_BITS
-    from tunescout.engine.params import DEFAULT_MATCH_PARAMS
-    from tunescout.engine.score import postings_cap
-
     params = replace(
         DEFAULT_MATCH_PARAMS, posting_cap_floor=50, posting_cap_ratio=280.0, max_postings_per_hash=2000
     )
     assert postings_cap(params) == 50  # unknown size
     assert postings_cap(params, 13_000_000) == 50  # a small catalogue: the floor
-    ten_times_the_average = (1 << HASH_BITS) // 28  # an average hash stored 1/28 times: cap 10 -> floor
-    assert postings_cap(params, ten_times_the_average) == 50
+    assert postings_cap(params, (1 << HASH_BITS) // 28) == 50  # 280x the average hash is 10: the floor
     assert postings_cap(params, 7_741_000_000) == int(
         280 * 7_741_000_000 / (1 << HASH_BITS)
     )  # ~100,000 tracks
