@@ -55,6 +55,23 @@ def test_pair_peaks_matches_reference(seed):
         np.testing.assert_array_equal(got[1], want[1])
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_strongest_targets_of_wider_pairs_are_the_pairs_of_a_smaller_fan_out(seed):
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.integers(0, 300, 250)).astype(np.int32)
+    cell = rng.integers(0, 256, 250).astype(np.int32)
+    mag = rng.integers(0, 8, 250).astype(np.float32)  # ties on purpose
+    wide = kernels.pair_peaks(t, cell, mag, 2, 67, 33, 10)
+    for fan_out in (1, 4, 7, 8, 10, 12):
+        got = kernels.strongest_targets(wide[0], wide[1], mag, fan_out)
+        want = kernels.strongest_targets_reference(wide[0], wide[1], mag, fan_out)
+        direct = kernels.pair_peaks(t, cell, mag, 2, 67, 33, min(fan_out, 10))
+        for g, w, d in zip(got, want, direct, strict=True):
+            assert g.dtype == np.int32
+            np.testing.assert_array_equal(g, w)
+            np.testing.assert_array_equal(g, d)
+
+
 def test_pair_peaks_prefers_strong_targets():
     t = np.array([0, 3, 4, 5], np.int32)
     cell = np.array([10, 11, 12, 13], np.int32)

@@ -14,7 +14,7 @@ from typing import BinaryIO
 import numpy as np
 
 from tunescout.engine import arrays, decode, hashes, kernels
-from tunescout.engine.pairs import Triplets, triplets
+from tunescout.engine.pairs import Triplets, pair_peaks, triplets
 from tunescout.engine.params import DEFAULT_PARAMS, FingerprintParams
 from tunescout.engine.peaks import PeakPicker, Peaks, Role, analysis_bins
 from tunescout.engine.spectrogram import SpectrogramStream
@@ -69,7 +69,8 @@ def hashes_from_peaks(
 ) -> Fingerprint:
     """Hash the peaks' triplets. Hypotheses (queries only): `speed` = the clip plays this much faster than
     the track, pitch included (a tape or DJ deck); `tempo` = faster with the pitch kept. Offsets come out in
-    the track's time. `landmarks` (from `query_landmarks`) saves forming them again for each hypothesis."""
+    the track's time. `landmarks` (`pairs.triplets_of(query_pairs(...))`) saves forming them again for
+    each hypothesis."""
     hashes.check_layout(params)
     if landmarks is None:
         landmarks = triplets(peaks, hashes.freq_to_cell(peaks.freq_hz, params), params, role)
@@ -95,9 +96,10 @@ def hashes_from_peaks(
     return Fingerprint(hashes=h, offsets=off)
 
 
-def query_landmarks(peaks: Peaks, params: FingerprintParams) -> Triplets:
-    """A query's triplets, formed once for all its speed/tempo hypotheses."""
-    return triplets(peaks, hashes.freq_to_cell(peaks.freq_hz, params), params, Role.QUERY)
+def query_pairs(peaks: Peaks, params: FingerprintParams) -> tuple[np.ndarray, np.ndarray]:
+    """A query's (anchor, target) pairs (see `pairs.pair_peaks`), formed once for all its speed/tempo
+    hypotheses and narrower fan-outs."""
+    return pair_peaks(peaks, hashes.freq_to_cell(peaks.freq_hz, params), params, Role.QUERY)
 
 
 def fingerprint_pcm(

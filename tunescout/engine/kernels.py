@@ -219,6 +219,55 @@ def pair_peaks_reference(
     return np.concatenate(anchors), np.concatenate(targets)
 
 
+@njit(cache=True, nogil=True)
+def strongest_targets(
+    anchors: np.ndarray, targets: np.ndarray, magnitude: np.ndarray, fan_out: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Of pairs grouped by anchor (targets in index order), each anchor's `fan_out` strongest targets, in
+    index order; ties keep the earlier peak. Applied to `pair_peaks` output of a larger fan-out, it gives
+    what `pair_peaks` gives with this one (the strongest k of the strongest n are the strongest k)."""
+    m = anchors.shape[0]
+    out_a = np.empty(m, np.int32)
+    out_t = np.empty(m, np.int32)
+    k = 0
+    start = 0
+    while start < m:
+        end = start
+        while end < m and anchors[end] == anchors[start]:
+            end += 1
+        z = end - start
+        if z <= fan_out:
+            for q in range(start, end):
+                out_a[k] = anchors[q]
+                out_t[k] = targets[q]
+                k += 1
+        else:
+            strength = np.empty(z, np.float64)
+            for q in range(z):
+                strength[q] = -magnitude[targets[start + q]]
+            chosen = np.sort(np.argsort(strength, kind="mergesort")[:fan_out])
+            for q in range(fan_out):
+                out_a[k] = anchors[start + chosen[q]]
+                out_t[k] = targets[start + chosen[q]]
+                k += 1
+        start = end
+    return out_a[:k], out_t[:k]
+
+
+def strongest_targets_reference(
+    anchors: np.ndarray, targets: np.ndarray, magnitude: np.ndarray, fan_out: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy reference of `strongest_targets`: rank within each anchor by a stable sort on (anchor,
+    strength), keep ranks below fan_out."""
+    if anchors.size == 0:
+        return anchors.astype(np.int32), targets.astype(np.int32)
+    order = np.lexsort((-magnitude[targets].astype(np.float64), anchors))  # stable: index order on ties
+    first = np.searchsorted(anchors[order], anchors[order], side="left")
+    rank = np.arange(order.size) - first
+    keep = np.sort(order[rank < fan_out])
+    return anchors[keep].astype(np.int32), targets[keep].astype(np.int32)
+
+
 # -- triplets: each anchor with two of its targets ------------------------------------------------------
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from tunescout.engine import arrays, hashes, kernels
-from tunescout.engine.fingerprint import Fingerprint, hashes_from_peaks, query_landmarks
-from tunescout.engine.pairs import Triplets
+from tunescout.engine.fingerprint import Fingerprint, hashes_from_peaks, query_pairs
+from tunescout.engine.pairs import Triplets, narrowed, triplets_of
 from tunescout.engine.params import DEFAULT_MATCH_PARAMS, DEFAULT_PARAMS, FingerprintParams, MatchParams
 from tunescout.engine.peaks import Peaks, Role
 from tunescout.engine.score import (
@@ -102,7 +102,8 @@ def match_peaks(
     """Up to `max_results` tracks, most confident first, each at least `min_confidence`; [] if none is.
     `stored_hashes`: the catalogue's size (all shards), which the confidence is calibrated for; 0 when
     unknown (calibrated as for about 12 hours of audio)."""
-    landmarks = query_landmarks(peaks, params)
+    narrow = _Narrower(peaks, params, query_pairs(peaks, params))
+    landmarks = narrow.full
     plain = hashes_from_peaks(peaks, params, Role.QUERY, landmarks=landmarks)
     index = index_hashes(plain.hashes)
     cap = postings_cap(match_params, stored_hashes)
@@ -119,7 +120,6 @@ def match_peaks(
         and concentration >= match_params.early_exit_concentration
     ):
         return results
-    narrow = _Narrower(peaks, params, landmarks)
     hyp = _hypotheses(match_params)
     if hyp:
         hyp_params, hyp_landmarks = narrow.landmarks(match_params.hypothesis_fan_out)
@@ -146,14 +146,16 @@ def match_peaks(
 
 
 class _Narrower:
-    """A query's landmarks with fewer targets per anchor than `query_fan_out`, formed once per fan-out."""
+    """A query's landmarks with fewer targets per anchor than `query_fan_out`, cut once per fan-out from
+    its full pairs (`pairs.narrowed`)."""
 
-    def __init__(self, peaks: Peaks, params: FingerprintParams, landmarks: Triplets) -> None:
+    def __init__(self, peaks: Peaks, params: FingerprintParams, pairs: tuple[np.ndarray, np.ndarray]) -> None:
         self._peaks = peaks
         self._params = params
-        self.full = landmarks  # at `query_fan_out`
+        self._pairs = pairs
+        self.full = triplets_of(pairs)  # at `query_fan_out`
         self._formed: dict[int, tuple[FingerprintParams, Triplets]] = {
-            params.query_fan_out: (params, landmarks)
+            params.query_fan_out: (params, self.full)
         }
 
     def landmarks(self, fan_out: int) -> tuple[FingerprintParams, Triplets]:
@@ -161,7 +163,7 @@ class _Narrower:
         fan_out = min(fan_out, self._params.query_fan_out)
         if fan_out not in self._formed:
             narrower = replace(self._params, query_fan_out=fan_out)
-            self._formed[fan_out] = (narrower, query_landmarks(self._peaks, narrower))
+            self._formed[fan_out] = (narrower, triplets_of(narrowed(self._pairs, self._peaks, fan_out)))
         return self._formed[fan_out]
 
 

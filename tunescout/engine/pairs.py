@@ -31,7 +31,20 @@ class Triplets:
 
 def triplets(peaks: Peaks, cells: np.ndarray, params: FingerprintParams, role: Role) -> Triplets:
     """Every anchor with each two of its strongest targets."""
-    return Triplets(*kernels.triplets_from_pairs(*pair_peaks(peaks, cells, params, role)))
+    return triplets_of(pair_peaks(peaks, cells, params, role))
+
+
+def triplets_of(pairs: tuple[np.ndarray, np.ndarray]) -> Triplets:
+    """The triplets of (anchor, target) pairs grouped by anchor."""
+    return Triplets(*kernels.triplets_from_pairs(*pairs))
+
+
+def narrowed(
+    pairs: tuple[np.ndarray, np.ndarray], peaks: Peaks, fan_out: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`pair_peaks` pairs cut to each anchor's `fan_out` strongest targets: the pairs a smaller fan-out
+    forms, without searching the target zones again."""
+    return kernels.strongest_targets(pairs[0], pairs[1], peaks.magnitude, fan_out)
 
 
 def pair_peaks(
