@@ -299,12 +299,17 @@ def warm_up() -> None:
     rng = np.random.default_rng(0)
     pcm = rng.standard_normal(DEFAULT_PARAMS.sample_rate_hz * 3).astype(np.float32)
     peaks = extract_peaks([pcm], DEFAULT_PARAMS, Role.QUERY)
-    # one stored match per lookup, so that scoring runs (and compiles) as far as a real one
-    one = Postings(np.zeros(1, np.int32), np.ones(1, np.int64), np.zeros(1, np.int32))
+
+    # every hash stored once, in one track: enough matches that scoring runs (and compiles) as far as a
+    # real one does (one posting in all is dropped before scoring: no track could be reported from it),
+    # and all at one offset, which no query frame agrees on enough to end the search before the hypotheses
+    def everything_once(hashes: np.ndarray, cap: int) -> Postings:
+        n = hashes.shape[0]
+        return Postings(np.arange(n, dtype=np.int32), np.ones(n, np.int64), np.zeros(n, np.int32))
+
     match_peaks(
-        peaks, lambda hashes, cap: one, lambda ids: {1: TrackSize(n_hashes=1)}, DEFAULT_PARAMS,
-        DEFAULT_MATCH_PARAMS,
-    )  # fmt: skip
+        peaks, everything_once, lambda ids: {1: TrackSize(n_hashes=1)}, DEFAULT_PARAMS, DEFAULT_MATCH_PARAMS
+    )
 
 
 def _match(shards: ShardSet, peaks: Peaks, report: FanoutReport) -> tuple[list, dict[int, StoredTrack]]:

@@ -1,7 +1,10 @@
 """MatcherService on a real server with real embedded shards: routing, idempotence across shards, matching,
 deletes that never leave a stale cached answer, a shard that cannot be opened, and the Redis cache."""
 
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -19,6 +22,8 @@ from tunescout.common.config import parse_config
 from tunescout.common.grpc_errors import error_reason
 from tunescout.matcher.v1 import matcher_pb2 as pb
 from tunescout.matcher.v1 import matcher_pb2_grpc as pb_grpc
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _settings(data_dir) -> MatcherSettings:
@@ -179,3 +184,22 @@ def test_redis_down_bypasses_the_cache(tmp_path):
                 stub.Match(match_request(NAMES[2], 1.0, 5.0), timeout=30).matches[0].track.metadata.title
                 == NAMES[2]
             )
+
+
+def test_warm_up_loads_every_matching_kernel_before_the_first_recognition() -> None:
+    # in a fresh process: kernels loaded by earlier tests would hide one that warm_up leaves to the first
+    # real recognition (it compiles, or loads from numba's cache, while a user waits)
+    code = """
+from numba.core.registry import CPUDispatcher
+from services.matcher.servicer import warm_up
+from tunescout.engine import kernels
+warm_up()
+print(sorted(
+    name for name, d in vars(kernels).items()
+    if isinstance(d, CPUDispatcher) and d.targetoptions.get("inline") != "always" and not d.signatures
+))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=True
+    )
+    assert done.stdout.strip() == "[]", f"kernels left for the first recognition: {done.stdout}"
