@@ -4,6 +4,7 @@ that spare scoring hopeless tracks and over-common hashes."""
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from tunescout.engine.fingerprint import Fingerprint
 from tunescout.engine.hashes import HASH_BITS
@@ -85,7 +86,8 @@ def test_rank_offsets_finds_each_track_offset_up_to_the_largest_track_id() -> No
     assert [(c.track_id, c.offset_frames, c.matches) for c in found] == [(big, 1234, 40), (small, 50, 25)]
 
 
-def test_min_window_leaves_out_only_tracks_that_could_never_be_reported() -> None:
+@pytest.mark.parametrize("id_base", [0, (1 << 31) - 3000])  # small ids, and global ids of many shards
+def test_min_window_leaves_out_only_tracks_that_could_never_be_reported(id_base: int) -> None:
     rng = np.random.default_rng(5)
     n = 400
     query, index = _random_query(rng, n)
@@ -100,13 +102,13 @@ def test_min_window_leaves_out_only_tracks_that_could_never_be_reported() -> Non
             rows.append(int(h))
             tracks.append(track)
             offsets.append(int(rng.integers(0, 10_000)))
-    postings = _postings(rows, tracks, offsets)
+    postings = _postings(rows, [id_base + t for t in tracks], offsets)
     params = DEFAULT_MATCH_PARAMS
     needed = frames_needed(params)
     assert params.min_matches <= needed <= params.confidence_midpoint
     everyone = rank_offsets(query, index, postings, params, top=5)
     kept = rank_offsets(query, index, postings, params, top=5, min_window=needed)
-    assert [c.track_id for c in kept] == [3] and kept[0] == everyone[0]
+    assert [c.track_id for c in kept] == [id_base + 3] and kept[0] == everyone[0]
     assert len(everyone) == 5, "without the bound, chance tracks fill the list"
     # the bound grows with the catalogue, as the confidence midpoint does
     assert frames_needed(params, stored_hashes=params.calibration_hashes * 64) > needed

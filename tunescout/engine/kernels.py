@@ -468,7 +468,7 @@ def postings_of_busy_tracks(
     hash_index: np.ndarray, track_id: np.ndarray, offset: np.ndarray, query_counts: np.ndarray, least: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The postings (in order) whose track has at least `least` matches in all, where a posting of hash
-    h is query_counts[h] matches. Track ids must lie in [0, 2**24) (the caller checks)."""
+    h is query_counts[h] matches. Track ids must be >= 0; the count array is as long as the largest."""
     n = hash_index.shape[0]
     n_ids = 0
     for p in range(n):

@@ -81,8 +81,9 @@ def _best_offset_of_track(
     return round(float(d[in_window].mean())), frames, int(in_window.sum()), nearby
 
 
-# track ids up to this are counted with one bincount; a set with larger ids skips the pre-filter
-_DENSE_TRACK_IDS = 1 << 24
+# track ids below this (or below 4 per posting) are counted in an array indexed by id; larger ones (global
+# ids of many shards) are first numbered densely, so the count never takes more memory than the postings
+_DENSE_TRACK_IDS = 1 << 16
 
 
 def _tracks_with_matches(postings: Postings, query_counts: np.ndarray, least: int) -> Postings:
@@ -90,11 +91,19 @@ def _tracks_with_matches(postings: Postings, query_counts: np.ndarray, least: in
     than all its matches): chance agreement spreads a few matches over thousands of tracks, and sorting
     only the rest makes scoring cheaper at catalogue scale."""
     track_id = postings.track_id
-    if track_id.size == 0 or int(track_id.min()) < 0 or int(track_id.max()) >= _DENSE_TRACK_IDS:
+    if track_id.size == 0:
         return postings
-    return Postings(
-        *kernels.postings_of_busy_tracks(postings.hash_index, track_id, postings.offset, query_counts, least)
+    if int(track_id.min()) >= 0 and int(track_id.max()) < max(_DENSE_TRACK_IDS, 4 * track_id.size):
+        return Postings(
+            *kernels.postings_of_busy_tracks(
+                postings.hash_index, track_id, postings.offset, query_counts, least
+            )
+        )
+    ids, dense = np.unique(track_id, return_inverse=True)
+    h, t, o = kernels.postings_of_busy_tracks(
+        postings.hash_index, dense, postings.offset, query_counts, least
     )
+    return Postings(h, ids[t], o)
 
 
 def rank_offsets(
