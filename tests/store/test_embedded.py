@@ -185,6 +185,29 @@ def test_a_lookup_split_across_threads_answers_as_one(
     assert len(pieces) == 3 * 3, "three caps, each lookup in three pieces"
 
 
+def test_a_split_lookup_racing_close_says_the_shard_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedded_module, "LOOKUP_SPLIT_MIN", 64)
+    rng = np.random.default_rng(9)
+    shard = open_shard(tmp_path / "s", lookup_threads=2)
+    shard.ingest(TrackMeta(sha1_of(0), "t"), *make_fingerprints(rng, 2000))
+    queries = np.unique(rng.integers(0, 1 << 12, 600).astype(np.uint32))
+    assert len(shard.lookup(queries)) > 0  # the pool exists now
+    handed_out = shard._pool
+
+    def pool_then_close() -> object:
+        pool = handed_out()
+        shard.close()  # between the lookup's pool and its submits
+        return pool
+
+    monkeypatch.setattr(shard, "_pool", pool_then_close)
+    with pytest.raises(StoreError, match="closed"):
+        shard.lookup(queries)
+    with pytest.raises(StoreError, match="closed"):
+        handed_out()
+
+
 def test_opening_asks_the_os_to_read_every_segment_file_ahead(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

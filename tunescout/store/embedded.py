@@ -556,10 +556,13 @@ class EmbeddedShard:
         # looked up concurrently, concatenate into the whole answer (hash indexes shifted by piece starts)
         bounds = np.linspace(0, queries.shape[0], parts + 1).astype(np.int64)
         pool = self._pool()
-        futures = [
-            pool.submit(_lookup, snapshot, queries[a:b], int(max_postings_per_hash))
-            for a, b in itertools.pairwise(bounds[1:])
-        ]
+        try:
+            futures = [
+                pool.submit(_lookup, snapshot, queries[a:b], int(max_postings_per_hash))
+                for a, b in itertools.pairwise(bounds[1:])
+            ]
+        except RuntimeError as exc:  # close() shut the pool down after _pool() handed it out
+            raise StoreError(f"shard {self.path} is closed") from exc
         pieces = [_lookup(snapshot, queries[: bounds[1]], int(max_postings_per_hash))]  # this thread's piece
         pieces += [f.result() for f in futures]
         return Postings(
@@ -572,6 +575,7 @@ class EmbeddedShard:
 
     def _pool(self) -> cf.ThreadPoolExecutor:
         with self._pool_lock:
+            self._check_open()  # a lookup racing close() must not start a pool that nothing shuts down
             if self._lookup_pool is None:
                 self._lookup_pool = cf.ThreadPoolExecutor(
                     self._lookup_threads - 1, thread_name_prefix="lookup"
