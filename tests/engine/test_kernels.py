@@ -42,12 +42,18 @@ def test_strongest_per_block_matches_reference(seed):
         )
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_pair_peaks_matches_reference(seed):
+def _random_peaks(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frames sorted, frequency cells, magnitudes) of 250 peaks; magnitudes tie on purpose."""
     rng = np.random.default_rng(seed)
     t = np.sort(rng.integers(0, 300, 250)).astype(np.int32)
     cell = rng.integers(0, 256, 250).astype(np.int32)
-    mag = rng.integers(0, 8, 250).astype(np.float32)  # ties on purpose
+    mag = rng.integers(0, 8, 250).astype(np.float32)
+    return t, cell, mag
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pair_peaks_matches_reference(seed):
+    t, cell, mag = _random_peaks(seed)
     for args in [(2, 63, 31, 5), (0, 10, 5, 2), (1, 70, 127, 15)]:
         got = kernels.pair_peaks(t, cell, mag, *args)
         want = kernels.pair_peaks_reference(t, cell, mag, *args)
@@ -57,10 +63,7 @@ def test_pair_peaks_matches_reference(seed):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_strongest_targets_of_wider_pairs_are_the_pairs_of_a_smaller_fan_out(seed):
-    rng = np.random.default_rng(seed)
-    t = np.sort(rng.integers(0, 300, 250)).astype(np.int32)
-    cell = rng.integers(0, 256, 250).astype(np.int32)
-    mag = rng.integers(0, 8, 250).astype(np.float32)  # ties on purpose
+    t, cell, mag = _random_peaks(seed)
     wide = kernels.pair_peaks(t, cell, mag, 2, 67, 33, 10)
     for fan_out in (1, 4, 7, 8, 10, 12):
         got = kernels.strongest_targets(wide[0], wide[1], mag, fan_out)

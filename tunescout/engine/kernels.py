@@ -219,6 +219,15 @@ def pair_peaks_reference(
     return np.concatenate(anchors), np.concatenate(targets)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _run_end(keys: np.ndarray, start: int) -> int:
+    # the end of the run of equal keys that begins at `start` (pairs are grouped by anchor)
+    end = start
+    while end < keys.shape[0] and keys[end] == keys[start]:
+        end += 1
+    return end
+
+
 @njit(cache=True, nogil=True)
 def strongest_targets(
     anchors: np.ndarray, targets: np.ndarray, magnitude: np.ndarray, fan_out: int
@@ -232,9 +241,7 @@ def strongest_targets(
     k = 0
     start = 0
     while start < m:
-        end = start
-        while end < m and anchors[end] == anchors[start]:
-            end += 1
+        end = _run_end(anchors, start)
         z = end - start
         if z <= fan_out:
             for q in range(start, end):
@@ -281,9 +288,7 @@ def triplets_from_pairs(
     total = 0
     start = 0
     while start < m:
-        end = start
-        while end < m and anchors[end] == anchors[start]:
-            end += 1
+        end = _run_end(anchors, start)
         k = end - start
         total += k * (k - 1) // 2
         start = end
@@ -293,9 +298,7 @@ def triplets_from_pairs(
     n = 0
     start = 0
     while start < m:
-        end = start
-        while end < m and anchors[end] == anchors[start]:
-            end += 1
+        end = _run_end(anchors, start)
         for x in range(start, end):
             for y in range(x + 1, end):
                 a[n] = anchors[x]

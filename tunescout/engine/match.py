@@ -103,8 +103,7 @@ def match_peaks(
     `stored_hashes`: the catalogue's size (all shards), which the confidence is calibrated for; 0 when
     unknown (calibrated as for about 12 hours of audio)."""
     narrow = _Narrower(peaks, params, query_pairs(peaks, params))
-    landmarks = narrow.full
-    plain = hashes_from_peaks(peaks, params, Role.QUERY, landmarks=landmarks)
+    plain = hashes_from_peaks(peaks, params, Role.QUERY, landmarks=narrow.full)
     index = index_hashes(plain.hashes)
     cap = postings_cap(match_params, stored_hashes)
     postings = lookup(index.unique, cap)
