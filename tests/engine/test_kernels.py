@@ -214,27 +214,6 @@ def test_gather_groups_matches_reference(seed):
         np.testing.assert_array_equal(g, w)
 
 
-@pytest.mark.parametrize("sizes", [(0, 5), (5, 0), (1000, 10), (10, 1000), (3000, 3000)])
-def test_positions_in_matches_reference(sizes):
-    rng = np.random.default_rng(sum(sizes))
-    n_hay, n_needles = sizes
-    haystack = np.unique(rng.integers(0, 20_000, n_hay)).astype(np.uint32)
-    # half of them present, half absent, below, among and beyond the haystack's values
-    needles = np.unique(
-        np.concatenate(
-            (
-                rng.choice(haystack, min(haystack.size, n_needles // 2)) if haystack.size else [],
-                rng.integers(0, 25_000, n_needles - n_needles // 2),
-            )
-        )
-    ).astype(np.uint32)
-    got = kernels.positions_in(haystack, needles)
-    want = kernels.positions_in_reference(haystack, needles)
-    assert got.dtype == want.dtype == np.int64
-    np.testing.assert_array_equal(got, want)
-    assert (got >= 0).any() or haystack.size == 0 or needles.size == 0
-
-
 @pytest.mark.parametrize("least", [0, 1, 4, 50])
 def test_postings_of_busy_tracks_matches_reference(least):
     rng = np.random.default_rng(least)

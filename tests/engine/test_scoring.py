@@ -8,13 +8,13 @@ import pytest
 
 from tunescout.engine.fingerprint import Fingerprint
 from tunescout.engine.hashes import HASH_BITS
-from tunescout.engine.match import _Fetched, _Groups
+from tunescout.engine.match import _Groups
 from tunescout.engine.params import DEFAULT_MATCH_PARAMS
 from tunescout.engine.score import HashIndex, frames_needed, index_hashes, postings_cap, rank_offsets
 from tunescout.store.shard import Postings
 
 
-def test_gather_gives_each_subset_its_postings_in_order() -> None:
+def test_split_gives_each_subset_its_postings_in_order() -> None:
     rng = np.random.default_rng(3)
     union = np.unique(rng.integers(0, 1 << 20, 400)).astype(np.uint32)
     counts = rng.integers(0, 4, union.size)  # some hashes have no postings at all
@@ -27,7 +27,7 @@ def test_gather_gives_each_subset_its_postings_in_order() -> None:
     groups = _Groups(union, postings)
     for size in (0, 1, 37, union.size):
         own = np.sort(rng.choice(union, size, replace=False))
-        got = groups.gather(np.searchsorted(union, own))
+        got = groups.split(own)
         # brute force: every posting whose hash is in `own`, in the union's row order, re-indexed
         position = {int(h): i for i, h in enumerate(own)}
         keep = [j for j in range(len(postings)) if int(union[hash_index[j]]) in position]
@@ -36,39 +36,6 @@ def test_gather_gives_each_subset_its_postings_in_order() -> None:
         np.testing.assert_array_equal(got.track_id, postings.track_id[keep])
         np.testing.assert_array_equal(got.offset, postings.offset[keep])
         assert got.hash_index.dtype == np.int32
-
-
-def test_fetched_looks_up_each_hash_once_and_gives_any_subset_its_postings() -> None:
-    rng = np.random.default_rng(4)
-    stored = {int(h): rng.integers(0, 4) for h in rng.integers(0, 1 << 16, 3000)}  # hash -> posting count
-    calls: list[np.ndarray] = []
-
-    def lookup(unique: np.ndarray, cap: int) -> Postings:
-        calls.append(unique)
-        rows = [(i, 7 * int(h) + j) for i, h in enumerate(unique) for j in range(stored.get(int(h), 0))]
-        return Postings(
-            np.asarray([r[0] for r in rows], np.int32).reshape(-1),
-            np.asarray([r[1] % 97 for r in rows], np.int64).reshape(-1),
-            np.asarray([r[1] for r in rows], np.int32).reshape(-1),
-        )
-
-    def expected(own: np.ndarray) -> set[tuple[int, int, int]]:
-        rows = [(i, 7 * int(h) + j) for i, h in enumerate(own) for j in range(stored.get(int(h), 0))]
-        return {(i, v % 97, v) for i, v in rows}
-
-    def pick(n: int) -> np.ndarray:
-        return np.unique(rng.integers(0, 1 << 16, n)).astype(np.uint32)
-
-    fetched = _Fetched(lookup, cap=10)
-    assert len(fetched.postings(np.empty(0, np.uint32))[0]) == 0  # nothing looked up yet
-    stages = [[pick(500)], [pick(800), pick(300)], [pick(200), pick(2000)]]
-    for uniques in stages:
-        for own, got in zip(uniques, fetched.postings(*uniques), strict=True):
-            rows = zip(got.hash_index.tolist(), got.track_id.tolist(), got.offset.tolist(), strict=True)
-            assert sorted(rows) == sorted(expected(own))
-    looked = np.concatenate(calls)
-    assert looked.size == np.unique(looked).size  # no hash looked up twice
-    assert len(calls) == 3  # one lookup per stage, however many fingerprints it serves
 
 
 def test_index_hashes_groups_every_row_under_its_hash() -> None:

@@ -91,18 +91,6 @@ class MatchParams:
     # `query_fan_out` = 10): the moves multiply the hashes by nine; with 7 the lookup is 2.1x smaller
     # and finds as many phone recordings on the dev corpus (91 of 100 at 7 and at 10, 89 at 6)
     jitter_fan_out: int = 7
-    # matching runs in stages, each looking up only hashes no earlier stage did, and stops at the first
-    # confident, concentrated answer: (1) the plain hypothesis with each anchor's `first_fan_out` strongest
-    # targets; (2) the plain hypothesis with all `query_fan_out`, and every speed/tempo hypothesis with
-    # `coarse_fan_out` (one lookup); (3) the `hypotheses_refined` hypotheses whose coarse windows held the
-    # most matches (at least `coarse_min_window`), with `hypothesis_fan_out`; (4) the jitter lookup.
-    # At 10,000 tracks (624 queries) against all twelve hypotheses at `hypothesis_fan_out`: the same answers
-    # but for ties between passages a track repeats, mean match time 26 -> 19 ms. Refining 2 hypotheses
-    # instead of 1 gave the same answers, slower; `coarse_fan_out` 3 lost a 3 s speed clip
-    first_fan_out: int = 5
-    coarse_fan_out: int = 4
-    coarse_min_window: int = 3
-    hypotheses_refined: int = 1
     # targets per anchor of the triplets hashed under each speed/tempo hypothesis (28 triplets per anchor,
     # where `query_fan_out` = 10 forms 45): twelve hypotheses make most of a hard clip's lookup. On the dev
     # corpus (5,460 queries) 8 instead of 10 finds 4 fewer (10 s speed/tempo clips one more, 3 s speed

@@ -106,51 +106,6 @@ def _tracks_with_matches(postings: Postings, query_counts: np.ndarray, least: in
     return Postings(h, ids[t], o)
 
 
-@dataclass(frozen=True)
-class Windows:
-    """A hypothesis's matches keyed by (track, offset difference), sorted, and each track's best window."""
-
-    keys: np.ndarray  # int64, track << 32 | (offset difference + KEY_DELTA_BIAS), sorted
-    rows: np.ndarray  # int32, the query row of each key
-    track_ids: np.ndarray  # int64, each track with matches
-    best_window: np.ndarray  # matches in that track's best offset window
-
-    @property
-    def strongest(self) -> int:
-        """The most matches any track's best window holds (0 = none)."""
-        return int(self.best_window.max()) if self.best_window.size else 0
-
-
-_NO_WINDOWS = Windows(
-    np.empty(0, np.int64), np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0, np.int64)
-)
-
-
-def offset_windows(
-    query: Fingerprint, index: HashIndex, postings: Postings, params: MatchParams, least: int = 0
-) -> Windows:
-    """Every track's best offset window; tracks that cannot hold `least` matches in one are left out."""
-    if postings.hash_index.size == 0 or query.hashes.size == 0:
-        return _NO_WINDOWS
-    if least > 1:
-        postings = _tracks_with_matches(postings, index.counts, least)
-        if postings.hash_index.size == 0:
-            return _NO_WINDOWS
-    # one int64 key per match: track << 32 | (offset difference + bias), sorted, with its query row
-    keys, rows = kernels.match_keys(
-        postings.hash_index,
-        postings.track_id,
-        postings.offset,
-        index.order,
-        index.starts,
-        index.counts,
-        query.offsets.astype(np.int32, copy=False),
-    )
-    keys, rows = kernels.sort_pairs(keys, rows)
-    track_ids, best_window, _, _, _ = kernels.best_window_per_track(keys, params.offset_tolerance)
-    return Windows(keys, rows, track_ids, best_window)
-
-
 def rank_offsets(
     query: Fingerprint,
     index: HashIndex,
@@ -166,23 +121,25 @@ def rank_offsets(
     `index_hashes(query.hashes)`; `postings` index its `unique` hashes. Tracks whose best window holds
     fewer than `min_window` matches are left out (see `frames_needed`): describing a candidate costs more
     than finding it, and most are chance agreement that could never be reported."""
-    windows = offset_windows(query, index, postings, params, min_window)
-    return describe(windows, query, params, speed=speed, tempo=tempo, top=top, min_window=min_window)
-
-
-def describe(
-    windows: Windows,
-    query: Fingerprint,
-    params: MatchParams,
-    *,
-    speed: float = 1.0,
-    tempo: float = 1.0,
-    top: int = 10,
-    min_window: int = 0,
-) -> list[Candidate]:
-    """Candidates of the `top` tracks with the strongest windows of at least `min_window` matches."""
-    keys, rows, track_ids, best_window = windows.keys, windows.rows, windows.track_ids, windows.best_window
+    if postings.hash_index.size == 0 or query.hashes.size == 0:
+        return []
     query_offsets = query.offsets.astype(np.int32, copy=False)
+    if min_window > 1:
+        postings = _tracks_with_matches(postings, index.counts, min_window)
+        if postings.hash_index.size == 0:
+            return []
+    # one int64 key per match: track << 32 | (offset difference + bias), sorted, with its query row
+    keys, rows = kernels.match_keys(
+        postings.hash_index,
+        postings.track_id,
+        postings.offset,
+        index.order,
+        index.starts,
+        index.counts,
+        query_offsets,
+    )
+    keys, rows = kernels.sort_pairs(keys, rows)
+    track_ids, best_window, _, _, _ = kernels.best_window_per_track(keys, params.offset_tolerance)
     chosen = np.argsort(-best_window, kind="stable")[:top]
     chosen = chosen[best_window[chosen] >= min_window]
     out = []
