@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tunescout.engine import hashes
+from tunescout.engine import fingerprint, hashes
 from tunescout.engine.fingerprint import extract_peaks, hashes_from_peaks
 from tunescout.engine.params import DEFAULT_PARAMS
 from tunescout.engine.peaks import Role
@@ -47,6 +47,17 @@ def test_peaks_and_hashes_chunking_is_exact(role, chunk):
     a, b = hashes_from_peaks(whole, DEFAULT_PARAMS, role), hashes_from_peaks(chunked, DEFAULT_PARAMS, role)
     np.testing.assert_array_equal(a.hashes, b.hashes)
     np.testing.assert_array_equal(a.offsets, b.offsets)
+
+
+@pytest.mark.parametrize("block", [1, 37, 200, 10_000])
+def test_stored_hashes_formed_block_by_block_are_the_rows_formed_at_once(monkeypatch, block):
+    peaks = extract_peaks([_music_like(30.0, seed=5)], DEFAULT_PARAMS, Role.REFERENCE)
+    at_once = hashes_from_peaks(peaks, DEFAULT_PARAMS, Role.REFERENCE)
+    monkeypatch.setattr(fingerprint, "REFERENCE_BLOCK_PEAKS", block)
+    blocked = hashes_from_peaks(peaks, DEFAULT_PARAMS, Role.REFERENCE)
+    assert len(peaks) > 1000 and len(at_once) > 5 * len(peaks)
+    rows = sorted(zip(blocked.hashes.tolist(), blocked.offsets.tolist(), strict=True))
+    assert rows == list(zip(at_once.hashes.tolist(), at_once.offsets.tolist(), strict=True))  # sorted, no dup
 
 
 def test_peak_density_follows_params():
