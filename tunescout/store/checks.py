@@ -8,8 +8,8 @@ import math
 from typing import Any
 
 import numpy as np
+from numba import njit
 
-from tunescout.engine import arrays
 from tunescout.engine.errors import StoreError
 from tunescout.store.shard import Postings, TrackMeta
 
@@ -53,8 +53,16 @@ def sorted_postings(hashes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray
     low, high = int(offsets.min()), int(offsets.max())
     if low < 0 or high >= MAX_TRACK_FRAMES:
         raise ValueError(f"offsets must lie in 0..{MAX_TRACK_FRAMES - 1} frames, got {low}..{high}")
-    keys = arrays.unique((hashes.astype(np.uint64) << np.uint64(32)) | offsets.astype(np.uint64))
-    return (keys >> np.uint64(32)).astype(np.uint32), keys.astype(np.uint32), high + 1
+    # in place where NumPy allows: a 3-hour track has 3.8 M rows, and each row-sized temporary of the
+    # obvious expression is 31 MB more on the heap of the process that stores it
+    keys = hashes.astype(np.uint64)
+    keys <<= np.uint64(32)
+    keys |= offsets.astype(np.uint32, copy=False)
+    keys.sort()
+    keys = keys[: _drop_repeats(keys)]
+    row_offsets = keys.astype(np.uint32)
+    keys >>= np.uint64(32)
+    return keys.astype(np.uint32), row_offsets, high + 1
 
 
 def check_queries(hashes: np.ndarray) -> np.ndarray:
@@ -106,3 +114,16 @@ def decode_result(where: object, token: str, text: str) -> dict[str, Any]:
     if not isinstance(result, dict):
         raise StoreError(f"{where}: token {token!r} holds no JSON object: damaged")
     return result
+
+
+@njit(cache=True, nogil=True)
+def _drop_repeats(ordered: np.ndarray) -> int:
+    """Move each distinct value of a sorted array to its front, in place; how many there are."""
+    if ordered.shape[0] == 0:
+        return 0
+    n = 1
+    for i in range(1, ordered.shape[0]):
+        if ordered[i] != ordered[n - 1]:
+            ordered[n] = ordered[i]
+            n += 1
+    return n

@@ -265,7 +265,7 @@ class EmbeddedShard:
         level0_max_rows: int = 2_000_000,
         level0_run_tracks: int = 8,
         tier_fanout: int = 4,
-        merge_chunk_rows: int = 1 << 20,
+        merge_chunk_rows: int = 1 << 18,
         lookup_threads: int | None = None,
         prefetch: bool = True,
     ) -> None:
