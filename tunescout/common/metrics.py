@@ -45,10 +45,21 @@ def start_metrics(port: int) -> None:
         logger.info("metrics on :%d/metrics", port)
 
 
+class _InFlight:
+    """Calls whose handler is running, in this process (health and reflection left out)."""
+
+    count = 0
+
+
+def calls_in_flight() -> int:
+    return _InFlight.count
+
+
 def _timed(method: str, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         began = time.perf_counter()
         code = grpc.StatusCode.UNKNOWN
+        _InFlight.count += 1
         try:
             response = await fn(request, context)
             code = context.code() or grpc.StatusCode.OK
@@ -57,6 +68,7 @@ def _timed(method: str, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awai
             code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         finally:
+            _InFlight.count -= 1
             GRPC_REQUESTS.labels(method, code.name if isinstance(code, grpc.StatusCode) else str(code)).inc()
             GRPC_SECONDS.labels(method).observe(time.perf_counter() - began)
 
