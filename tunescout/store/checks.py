@@ -8,8 +8,8 @@ import math
 from typing import Any
 
 import numpy as np
-from numba import njit
 
+from tunescout.engine import arrays
 from tunescout.engine.errors import StoreError
 from tunescout.store.shard import Postings, TrackMeta
 
@@ -59,7 +59,7 @@ def sorted_postings(hashes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray
     keys <<= np.uint64(32)
     keys |= offsets.astype(np.uint32, copy=False)
     keys.sort()
-    keys = keys[: _drop_repeats(keys)]
+    keys = keys[arrays.starts_of_runs(keys)]
     row_offsets = keys.astype(np.uint32)
     keys >>= np.uint64(32)
     return keys.astype(np.uint32), row_offsets, high + 1
@@ -114,16 +114,3 @@ def decode_result(where: object, token: str, text: str) -> dict[str, Any]:
     if not isinstance(result, dict):
         raise StoreError(f"{where}: token {token!r} holds no JSON object: damaged")
     return result
-
-
-@njit(cache=True, nogil=True)
-def _drop_repeats(ordered: np.ndarray) -> int:
-    """Move each distinct value of a sorted array to its front, in place; how many there are."""
-    if ordered.shape[0] == 0:
-        return 0
-    n = 1
-    for i in range(1, ordered.shape[0]):
-        if ordered[i] != ordered[n - 1]:
-            ordered[n] = ordered[i]
-            n += 1
-    return n
