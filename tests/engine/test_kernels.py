@@ -157,46 +157,153 @@ def test_kernel_hashes_agree_with_pack():
     np.testing.assert_array_equal(off, [0])
 
 
+def _keys(track: np.ndarray, group: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    return np.sort(
+        (track.astype(np.int64) << 32)
+        | (group.astype(np.int64) << kernels.GROUP_SHIFT)
+        | (delta.astype(np.int64) + kernels.KEY_DELTA_BIAS)
+    )
+
+
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("tol", [0, 1, 3])
-def test_best_window_per_track_matches_reference(seed, tol):
+def test_best_window_per_bin_matches_reference(seed, tol):
     rng = np.random.default_rng(seed)
-    track = rng.integers(0, 12, 3000).astype(np.int64)
-    delta = rng.integers(-40, 40, 3000).astype(np.int64)
-    keys = np.sort((track << 32) + (delta + (1 << 31)))
-    got = kernels.best_window_per_track(keys, tol)
-    want = kernels.best_window_per_track_reference(keys, tol)
+    n = 3000
+    keys = _keys(rng.integers(0, 12, n), rng.integers(0, 3, n), rng.integers(-40, 40, n))
+    got = kernels.best_window_per_bin(keys, tol, kernels.BIN_SHIFT)
+    want = kernels.best_window_per_bin_reference(keys, tol, kernels.BIN_SHIFT)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
 
 
-def test_best_window_finds_the_consistent_offset():
+def test_best_window_finds_the_consistent_offset_of_each_hypothesis():
     delta = np.array([5, 5, 6, 4, 5, 100, 101, -30], np.int64)
-    keys = np.sort((np.int64(7) << 32) + (delta + (1 << 31)))
-    tracks, best, first, last, total = kernels.best_window_per_track(keys, 1)
-    assert list(tracks) == [7] and list(best) == [5] and list(total) == [8]
-    assert (first[0] & 0xFFFFFFFF) - (1 << 31) == 4 and (last[0] & 0xFFFFFFFF) - (1 << 31) == 6
+    track = np.full(delta.size + 3, 7)
+    group = np.array([0] * delta.size + [2] * 3)  # another hypothesis of the same track: a bin of its own
+    keys = _keys(track, group, np.concatenate([delta, [100, 100, 100]]))
+    bins, best, first, last, total = kernels.best_window_per_bin(keys, 1, kernels.BIN_SHIFT)
+    assert list(bins) == [7 << kernels.GROUP_BITS, (7 << kernels.GROUP_BITS) | 2]
+    assert list(best) == [5, 3] and list(total) == [8, 3]
+    offset = (
+        (first[0] & kernels.DELTA_MASK) - kernels.KEY_DELTA_BIAS,
+        (last[0] & kernels.DELTA_MASK) - kernels.KEY_DELTA_BIAS,
+    )
+    assert offset == (4, 6)
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_match_keys_matches_reference(seed):
-    rng = np.random.default_rng(seed)
-    n_hashes, n_rows = 50, 300
+def _query_index(rng: np.random.Generator, n_hashes: int, n_rows: int) -> tuple[np.ndarray, ...]:
     hash_of_row = rng.integers(0, n_hashes, n_rows)  # query rows sharing hashes
     order = np.argsort(hash_of_row, kind="stable").astype(np.int32)
     counts = np.bincount(hash_of_row, minlength=n_hashes).astype(np.int64)
     starts = (np.cumsum(counts) - counts).astype(np.int64)
+    return order, starts, counts
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("least", [1, 3, 8])
+def test_match_keys_matches_reference(seed, least):
+    rng = np.random.default_rng(seed)
+    n_hashes, n_rows, n_groups = 50, 300, 3
+    order, starts, counts = _query_index(rng, n_hashes, n_rows)
     query_offsets = rng.integers(0, 600, n_rows).astype(np.int32)
+    query_group = rng.integers(0, n_groups, n_rows).astype(np.int8)
     hash_index = np.sort(rng.integers(0, n_hashes, 400)).astype(np.int32)
-    track_id = rng.integers(0, 1 << 31, hash_index.size).astype(np.int64)
+    track_id = (rng.zipf(1.3, hash_index.size) % 300 * 7_000_000).astype(np.int64)  # few busy, ids to 2**31
+    slot = np.unique(track_id, return_inverse=True)[1]
     offset = rng.integers(0, 1 << 24, hash_index.size).astype(np.int32)
-    args = (hash_index, track_id, offset, order, starts, counts, query_offsets)
+    args = (
+        hash_index,
+        track_id,
+        slot,
+        offset,
+        order,
+        starts,
+        counts,
+        query_offsets,
+        query_group,
+        n_groups,
+        least,
+    )
     got, want = kernels.match_keys(*args), kernels.match_keys_reference(*args)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
     track = got[0] >> 32
-    delta = (got[0] & 0xFFFFFFFF) - kernels.KEY_DELTA_BIAS
-    assert (track >= 0).all() and track.max() < 1 << 31 and (delta < 1 << 24).all() and (delta > -600).all()
+    group = (got[0] >> kernels.GROUP_SHIFT) & (kernels.MAX_GROUPS - 1)
+    delta = (got[0] & kernels.DELTA_MASK) - kernels.KEY_DELTA_BIAS
+    assert (
+        (track >= 0).all() and (group < n_groups).all() and (delta < 1 << 24).all() and (delta > -600).all()
+    )
+    np.testing.assert_array_equal(group, query_group[got[1]])
+    # every bin kept has at least `least` matches; with least=1 nothing is left out
+    _, per_bin = np.unique(got[0] >> kernels.BIN_SHIFT, return_counts=True)
+    assert (per_bin >= least).all()
+    if least == 1:
+        assert got[0].size == int(counts[hash_index].sum())
+    else:
+        assert got[0].size < int(counts[hash_index].sum())
+
+
+def test_match_keys_leaves_out_offset_differences_beyond_the_key():
+    order, starts, counts = np.array([0], np.int32), np.array([0], np.int64), np.array([1], np.int64)
+    offset = np.array([5, kernels.KEY_DELTA_BIAS - 1, kernels.KEY_DELTA_BIAS + 100], np.int64).astype(
+        np.int32
+    )
+    args = (
+        np.zeros(3, np.int32), np.ones(3, np.int64), np.zeros(3, np.int64), offset,
+        order, starts, counts, np.array([10], np.int32), np.zeros(1, np.int8), 1, 1,
+    )  # fmt: skip
+    keys, _ = kernels.match_keys(*args)
+    delta = (keys & kernels.DELTA_MASK) - kernels.KEY_DELTA_BIAS
+    assert list(delta) == [-5, kernels.KEY_DELTA_BIAS - 11]  # the third, 298 hours in, cannot be keyed
+    np.testing.assert_array_equal(keys, kernels.match_keys_reference(*args)[0])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_describe_windows_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    n = 4000
+    track = rng.integers(0, 6, n)
+    group = rng.integers(0, 2, n)
+    # a consistent offset per bin plus chance matches, query frames repeating (sustained sounds)
+    delta = np.where(rng.random(n) < 0.4, 20 * track + group, rng.integers(-50, 300, n))
+    delta += rng.integers(-1, 2, n)
+    frames = rng.integers(0, 150, n).astype(np.int32)
+    order = np.argsort(
+        (track.astype(np.int64) << 32) | (group << kernels.GROUP_SHIFT) | (delta + kernels.KEY_DELTA_BIAS),
+        kind="stable",
+    )
+    keys = _keys(track, group, delta)
+    frames = frames[order]
+    bins = np.unique(keys >> kernels.BIN_SHIFT)
+    lo = np.searchsorted(keys, bins << kernels.BIN_SHIFT, side="left")
+    hi = np.searchsorted(keys, (bins << kernels.BIN_SHIFT) | kernels.DELTA_MASK, side="right")
+    for tol, drift in ((0, 0), (1, 40), (3, 10)):
+        args = (keys, frames, lo, hi, kernels.DELTA_MASK, kernels.KEY_DELTA_BIAS, tol, drift)
+        got, want = kernels.describe_windows(*args), kernels.describe_windows_reference(*args)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+
+
+def test_describe_windows_counts_a_repeated_sound_once():
+    # offset 10: one query frame matched five times; offset 30: three frames once each
+    delta = np.array([10, 10, 10, 10, 10, 30, 30, 31])
+    frames = np.array([4, 4, 4, 4, 4, 7, 8, 9], np.int32)
+    keys = _keys(np.zeros(8), np.zeros(8), delta)
+    offset, distinct, matches, nearby = kernels.describe_windows(
+        keys, frames, np.array([0]), np.array([8]), kernels.DELTA_MASK, kernels.KEY_DELTA_BIAS, 1, 40
+    )
+    assert (offset[0], distinct[0], matches[0], nearby[0]) == (30, 3, 3, 4)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_positions_in_sorted_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    haystack = np.unique(rng.integers(0, 5000, 800)).astype(np.uint32)
+    for needles in (np.unique(rng.integers(0, 5000, 900)).astype(np.uint32), haystack[:0], haystack[::7]):
+        got = kernels.positions_in_sorted(haystack, needles)
+        np.testing.assert_array_equal(got, kernels.positions_in_sorted_reference(haystack, needles))
+    assert (kernels.positions_in_sorted(haystack[:0], haystack) == -1).all()
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -212,22 +319,6 @@ def test_gather_groups_matches_reference(seed):
     for g, w in zip(got, want, strict=True):
         assert g.dtype == w.dtype
         np.testing.assert_array_equal(g, w)
-
-
-@pytest.mark.parametrize("least", [0, 1, 4, 50])
-def test_postings_of_busy_tracks_matches_reference(least):
-    rng = np.random.default_rng(least)
-    n_hashes = 80
-    query_counts = rng.integers(0, 4, n_hashes).astype(np.int64)
-    hash_index = np.sort(rng.integers(0, n_hashes, 3000)).astype(np.int32)
-    track_id = (rng.zipf(1.5, hash_index.size) % 5000).astype(np.int64)  # a few busy tracks, many quiet
-    offset = rng.integers(0, 1 << 20, hash_index.size).astype(np.int32)
-    args = (hash_index, track_id, offset, query_counts, least)
-    got, want = kernels.postings_of_busy_tracks(*args), kernels.postings_of_busy_tracks_reference(*args)
-    for g, w in zip(got, want, strict=True):
-        assert g.dtype == w.dtype
-        np.testing.assert_array_equal(g, w)
-    assert 0 < got[0].size < hash_index.size or least in (0, 1)
 
 
 @pytest.mark.parametrize(

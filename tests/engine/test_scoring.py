@@ -1,4 +1,4 @@
-"""Scoring helpers: the hypotheses' shared lookup split back, the hash index, the offset ranking, the bounds
+"""Scoring helpers: the stages' lookups shared, the hash index, the offset ranking, the bounds
 that spare scoring hopeless tracks and over-common hashes."""
 
 from dataclasses import replace
@@ -8,34 +8,48 @@ import pytest
 
 from tunescout.engine.fingerprint import Fingerprint
 from tunescout.engine.hashes import HASH_BITS
-from tunescout.engine.match import _Groups
+from tunescout.engine.match import _Looked
 from tunescout.engine.params import DEFAULT_MATCH_PARAMS
 from tunescout.engine.score import HashIndex, frames_needed, index_hashes, postings_cap, rank_offsets
 from tunescout.store.shard import Postings
 
 
-def test_split_gives_each_subset_its_postings_in_order() -> None:
+def test_later_stages_look_up_only_new_hashes_and_get_every_posting() -> None:
     rng = np.random.default_rng(3)
-    union = np.unique(rng.integers(0, 1 << 20, 400)).astype(np.uint32)
-    counts = rng.integers(0, 4, union.size)  # some hashes have no postings at all
-    hash_index = np.repeat(np.arange(union.size, dtype=np.int32), counts)
-    postings = Postings(
-        hash_index=hash_index,
-        track_id=rng.integers(1, 50, hash_index.size).astype(np.int64),
-        offset=rng.integers(0, 5000, hash_index.size).astype(np.int32),
-    )
-    groups = _Groups(union, postings)
-    for size in (0, 1, 37, union.size):
-        own = np.sort(rng.choice(union, size, replace=False))
-        got = groups.split(own)
-        # brute force: every posting whose hash is in `own`, in the union's row order, re-indexed
-        position = {int(h): i for i, h in enumerate(own)}
-        keep = [j for j in range(len(postings)) if int(union[hash_index[j]]) in position]
-        want_index = [position[int(union[hash_index[j]])] for j in keep]
-        np.testing.assert_array_equal(got.hash_index, np.asarray(want_index, np.int32))
-        np.testing.assert_array_equal(got.track_id, postings.track_id[keep])
-        np.testing.assert_array_equal(got.offset, postings.offset[keep])
+    stored = {  # hash -> its postings (track, offset); some hashes have none
+        int(h): [(int(rng.integers(1, 50)), int(rng.integers(0, 5000))) for _ in range(rng.integers(0, 5))]
+        for h in rng.integers(0, 1 << 20, 600)
+    }
+    asked: list[np.ndarray] = []
+
+    def kept(h: int, cap: int) -> list[tuple[int, int]]:  # a hash stored more than `cap` times is dropped
+        found = stored.get(h, [])
+        return found if len(found) <= cap else []
+
+    def lookup(hashes: np.ndarray, cap: int) -> Postings:
+        asked.append(hashes)
+        rows = [(i, t, o) for i, h in enumerate(hashes.tolist()) for t, o in kept(h, cap)]
+        return Postings(
+            hash_index=np.asarray([r[0] for r in rows], np.int32),
+            track_id=np.asarray([r[1] for r in rows], np.int64),
+            offset=np.asarray([r[2] for r in rows], np.int32),
+        )
+
+    looked = _Looked(lookup, cap=3)
+    keys = np.asarray(sorted(stored), np.uint32)
+    seen: set[int] = set()
+    for wanted in (keys[:200], np.union1d(keys[100:300], [7, 9]).astype(np.uint32), keys[::3], keys[:0]):
+        got = looked(wanted)
         assert got.hash_index.dtype == np.int32
+        found = sorted(
+            zip(wanted[got.hash_index].tolist(), got.track_id.tolist(), got.offset.tolist(), strict=True)
+        )
+        want = sorted((h, t, o) for h in wanted.tolist() for t, o in kept(h, 3))
+        assert found == want
+        if wanted.size:
+            assert not seen & set(asked[-1].tolist()), "a hash was looked up twice"
+        seen |= set(wanted.tolist())
+    assert sum(a.size for a in asked) == len(seen)
 
 
 def test_index_hashes_groups_every_row_under_its_hash() -> None:

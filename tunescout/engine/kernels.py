@@ -408,101 +408,113 @@ def hash_triplets_reference(
     return h[ok].astype(np.uint32), offsets
 
 
-# -- scoring: (track, offset difference) keys of every match, sorted -------------------------------------
+# -- scoring: (track, hypothesis, offset difference) keys of every match, sorted --------------------------
 
-KEY_DELTA_BIAS = 1 << 31  # keys are track << 32 | (offset difference + this): tracks < 2**31, |delta| < 2**31
+# A match key packs the bin it votes for and its offset difference into one int64:
+#     track << 32 | group << GROUP_SHIFT | (stored offset - query offset + KEY_DELTA_BIAS)
+# `group` is the speed/tempo hypothesis the query row was hashed under: the hypotheses of a query are
+# scored in one pass, each (track, group) a bin of its own. Tracks < 2**31 keep keys below 2**63.
+GROUP_BITS = 5  # at most 2**GROUP_BITS hypotheses scored together
+DELTA_BITS = 27  # offset differences within +-2**26 frames (298 hours at 16 ms): longer tracks lose matches
+GROUP_SHIFT = DELTA_BITS
+BIN_SHIFT = DELTA_BITS  # key >> BIN_SHIFT = track << GROUP_BITS | group
+KEY_DELTA_BIAS = 1 << (DELTA_BITS - 1)
+DELTA_MASK = (1 << DELTA_BITS) - 1
+MAX_GROUPS = 1 << GROUP_BITS
 
 
 @njit(cache=True, nogil=True)
 def match_keys(
     hash_index: np.ndarray,
     track_id: np.ndarray,
+    track_slot: np.ndarray,
     offset: np.ndarray,
     query_order: np.ndarray,
     query_starts: np.ndarray,
     query_counts: np.ndarray,
     query_offsets: np.ndarray,
+    query_group: np.ndarray,
+    n_groups: int,
+    least: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One (key, query row) per (stored posting, query landmark) pair sharing a hash: key = track << 32 |
-    (stored offset - query offset + KEY_DELTA_BIAS). Query rows of hash h are
-    query_order[query_starts[h] : query_starts[h] + query_counts[h]]. Postings in order, then query rows."""
+    """One (key, query row) per (stored posting, query row) pair sharing a hash, key as above with group =
+    query_group[row]. Query rows of hash h are query_order[query_starts[h] : query_starts[h] +
+    query_counts[h]]. Left out: pairs of a (track, group) with fewer than `least` pairs in all (no window
+    of that bin can hold more), and pairs whose offset difference does not fit DELTA_BITS. `track_slot`
+    numbers the postings' tracks densely from 0 (it sizes the per-bin count). Postings in order, then rows.
+
+    Counts every pair once; only the postings of tracks with a busy bin (few: chance agreement spreads
+    over thousands of tracks) are visited again to make keys."""
     n = hash_index.shape[0]
+    n_slots = 0
+    for p in range(n):
+        n_slots = max(n_slots, np.int64(track_slot[p]) + 1)
+    per_bin = np.zeros(n_slots * n_groups, np.int32)
+    for p in range(n):
+        h = hash_index[p]
+        s = query_starts[h]
+        base = np.int64(track_slot[p]) * n_groups
+        for j in range(query_counts[h]):
+            per_bin[base + query_group[query_order[s + j]]] += 1
+    busy_slot = np.zeros(n_slots, np.bool_)
+    for b in range(n_slots * n_groups):
+        if per_bin[b] >= least:
+            busy_slot[b // n_groups] = True
     total = 0
     for p in range(n):
-        total += query_counts[hash_index[p]]
+        if busy_slot[track_slot[p]]:
+            total += query_counts[hash_index[p]]
     keys = np.empty(total, np.int64)
     rows = np.empty(total, np.int32)
     k = 0
     for p in range(n):
+        if not busy_slot[track_slot[p]]:
+            continue
         h = hash_index[p]
-        base = (np.int64(track_id[p]) << 32) + np.int64(offset[p]) + KEY_DELTA_BIAS
         s = query_starts[h]
+        base = np.int64(track_slot[p]) * n_groups
+        track = np.int64(track_id[p]) << 32
         for j in range(query_counts[h]):
             r = query_order[s + j]
-            keys[k] = base - np.int64(query_offsets[r])
+            g = np.int64(query_group[r])
+            if per_bin[base + g] < least:
+                continue
+            delta = np.int64(offset[p]) - np.int64(query_offsets[r])
+            if delta < -KEY_DELTA_BIAS or delta >= KEY_DELTA_BIAS:
+                continue
+            keys[k] = track | (g << GROUP_SHIFT) | (delta + KEY_DELTA_BIAS)
             rows[k] = r
             k += 1
-    return keys, rows
+    return keys[:k], rows[:k]
 
 
 def match_keys_reference(
     hash_index: np.ndarray,
     track_id: np.ndarray,
+    track_slot: np.ndarray,
     offset: np.ndarray,
     query_order: np.ndarray,
     query_starts: np.ndarray,
     query_counts: np.ndarray,
     query_offsets: np.ndarray,
+    query_group: np.ndarray,
+    n_groups: int,
+    least: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """NumPy reference of `match_keys`, with repeat/cumsum index arithmetic."""
+    """NumPy reference of `match_keys`: every pair by repeat/cumsum index arithmetic, then a bincount of
+    the bins."""
     reps = query_counts[hash_index]
     total = int(reps.sum())
     posting_of = np.repeat(np.arange(hash_index.size), reps)
     within = np.arange(total) - np.repeat(np.cumsum(reps) - reps, reps)
     rows = query_order[query_starts[hash_index[posting_of]] + within].astype(np.int32)
-    keys = (track_id[posting_of].astype(np.int64) << 32) + (
-        offset[posting_of].astype(np.int64) - query_offsets[rows].astype(np.int64) + KEY_DELTA_BIAS
-    )
-    return keys, rows
-
-
-@njit(cache=True, nogil=True)
-def postings_of_busy_tracks(
-    hash_index: np.ndarray, track_id: np.ndarray, offset: np.ndarray, query_counts: np.ndarray, least: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The postings (in order) whose track has at least `least` matches in all, where a posting of hash
-    h is query_counts[h] matches. Track ids must be >= 0; the count array is as long as the largest."""
-    n = hash_index.shape[0]
-    n_ids = 0
-    for p in range(n):
-        n_ids = max(n_ids, np.int64(track_id[p]) + 1)
-    per_track = np.zeros(n_ids, np.int64)
-    for p in range(n):
-        per_track[track_id[p]] += query_counts[hash_index[p]]
-    kept = 0
-    for p in range(n):
-        if per_track[track_id[p]] >= least:
-            kept += 1
-    out_h = np.empty(kept, hash_index.dtype)
-    out_t = np.empty(kept, track_id.dtype)
-    out_o = np.empty(kept, offset.dtype)
-    k = 0
-    for p in range(n):
-        if per_track[track_id[p]] >= least:
-            out_h[k] = hash_index[p]
-            out_t[k] = track_id[p]
-            out_o[k] = offset[p]
-            k += 1
-    return out_h, out_t, out_o
-
-
-def postings_of_busy_tracks_reference(
-    hash_index: np.ndarray, track_id: np.ndarray, offset: np.ndarray, query_counts: np.ndarray, least: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """NumPy reference of `postings_of_busy_tracks`: a weighted bincount."""
-    per_track = np.bincount(track_id, weights=query_counts[hash_index])
-    keep = per_track[track_id] >= least
-    return hash_index[keep], track_id[keep], offset[keep]
+    group = query_group[rows].astype(np.int64)
+    bin_of = track_slot[posting_of].astype(np.int64) * n_groups + group
+    busy = np.bincount(bin_of, minlength=1)[bin_of] >= least
+    delta = offset[posting_of].astype(np.int64) - query_offsets[rows].astype(np.int64)
+    keep = busy & (delta >= -KEY_DELTA_BIAS) & (delta < KEY_DELTA_BIAS)
+    keys = (track_id[posting_of].astype(np.int64) << 32) | (group << GROUP_SHIFT) | (delta + KEY_DELTA_BIAS)
+    return keys[keep], rows[keep]
 
 
 @njit(cache=True, nogil=True)
@@ -537,6 +549,30 @@ def gather_groups_reference(
     first_out = np.cumsum(c) - c
     rows = np.arange(int(c.sum())) + np.repeat(starts[picked] - first_out, c)
     return hash_index, track_id[rows], offset[rows]
+
+
+@njit(cache=True, nogil=True)
+def positions_in_sorted(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    """For sorted distinct `needles`, the index of each in sorted distinct `haystack`, -1 where absent:
+    one merge pass (a binary search per needle cost 1 ms per query for the 70k hashes of a clip)."""
+    out = np.full(needles.shape[0], -1, np.int64)
+    j = 0
+    m = haystack.shape[0]
+    for i in range(needles.shape[0]):
+        v = needles[i]
+        while j < m and haystack[j] < v:
+            j += 1
+        if j < m and haystack[j] == v:
+            out[i] = j
+    return out
+
+
+def positions_in_sorted_reference(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    """NumPy reference of `positions_in_sorted`: a binary search per needle."""
+    at = np.searchsorted(haystack, needles)
+    found = at < haystack.size
+    found[found] = haystack[at[found]] == needles[found]
+    return np.where(found, at, -1).astype(np.int64)
 
 
 _RADIX_BITS = 11
@@ -592,15 +628,15 @@ def sort_pairs_reference(keys: np.ndarray, payload: np.ndarray) -> tuple[np.ndar
     return keys[order], payload[order]
 
 
-# -- scoring: the best offset window of every track ------------------------------------------------------
+# -- scoring: the best offset window of every bin, and a description of the chosen ones ------------------
 
 
 @njit(cache=True, nogil=True)
-def best_window_per_track(
-    keys: np.ndarray, tol: int
+def best_window_per_bin(
+    keys: np.ndarray, tol: int, shift: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """For sorted int64 keys (track << 32 | offset difference + 2**31), per track: (track, matches in its best
-    window of +-tol offset units, that window's first and last key, all the track's matches). A window is
+    """For sorted int64 keys (bin << shift | offset difference + bias), per bin: (bin, matches in its best
+    window of +-tol offset units, that window's first and last key, all the bin's matches). A window is
     centred on a key present in the data; ties keep the lowest offset."""
     n = keys.shape[0]
     # distinct keys and their counts
@@ -614,7 +650,7 @@ def best_window_per_track(
             uk[m] = keys[i]
             uc[m] = 1
             m += 1
-    tracks = np.empty(m, np.int64)
+    bins = np.empty(m, np.int64)
     best = np.empty(m, np.int64)
     first = np.empty(m, np.int64)
     last = np.empty(m, np.int64)
@@ -624,40 +660,171 @@ def best_window_per_track(
     hi = 0
     window = 0
     for i in range(m):
-        track = uk[i] >> 32
-        if t == 0 or tracks[t - 1] != track:
-            tracks[t] = track
+        b = uk[i] >> shift
+        if t == 0 or bins[t - 1] != b:
+            bins[t] = b
             best[t] = -1
             total[t] = 0
             t += 1
         total[t - 1] += uc[i]
-        while hi < m and uk[hi] <= uk[i] + tol and (uk[hi] >> 32) == track:
+        while hi < m and uk[hi] <= uk[i] + tol and (uk[hi] >> shift) == b:
             window += uc[hi]
             hi += 1
-        while uk[lo] < uk[i] - tol or (uk[lo] >> 32) != track:
+        while uk[lo] < uk[i] - tol or (uk[lo] >> shift) != b:
             window -= uc[lo]
             lo += 1
         if window > best[t - 1]:
             best[t - 1] = window
             first[t - 1] = uk[lo]
             last[t - 1] = uk[hi - 1]
-    return tracks[:t], best[:t], first[:t], last[:t], total[:t]
+    return bins[:t], best[:t], first[:t], last[:t], total[:t]
 
 
-def best_window_per_track_reference(
-    keys: np.ndarray, tol: int
+def best_window_per_bin_reference(
+    keys: np.ndarray, tol: int, shift: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """NumPy reference of `best_window_per_track`: windowed sums by binary search over the distinct keys."""
+    """NumPy reference of `best_window_per_bin`: windowed sums by binary search over the distinct keys."""
     uniq, counts = np.unique(keys, return_counts=True)
-    bin_track = uniq >> 32
-    lo = np.maximum(np.searchsorted(uniq, uniq - tol, side="left"), np.searchsorted(bin_track, bin_track))
+    bin_of = uniq >> shift
+    lo = np.maximum(np.searchsorted(uniq, uniq - tol, side="left"), np.searchsorted(bin_of, bin_of))
     hi = np.minimum(
-        np.searchsorted(uniq, uniq + tol, side="right"), np.searchsorted(bin_track, bin_track, side="right")
+        np.searchsorted(uniq, uniq + tol, side="right"), np.searchsorted(bin_of, bin_of, side="right")
     )
     csum = np.concatenate(([0], np.cumsum(counts)))
     window = csum[hi] - csum[lo]
-    tracks, track_first = np.unique(bin_track, return_index=True)
-    total = np.add.reduceat(counts, track_first)
-    order = np.lexsort((-window, bin_track))  # per track: largest window, then lowest offset
-    pick = order[np.searchsorted(bin_track[order], tracks)]
-    return tracks, window[pick], uniq[lo[pick]], uniq[hi[pick] - 1], total
+    bins, bin_first = np.unique(bin_of, return_index=True)
+    total = np.add.reduceat(counts, bin_first)
+    order = np.lexsort((-window, bin_of))  # per bin: largest window, then lowest offset
+    pick = order[np.searchsorted(bin_of[order], bins)]
+    return bins, window[pick], uniq[lo[pick]], uniq[hi[pick] - 1], total
+
+
+@njit(cache=True, nogil=True)
+def describe_windows(
+    keys: np.ndarray,
+    frames: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    delta_mask: int,
+    delta_bias: int,
+    tol: int,
+    drift: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For each chosen bin c, whose matches are keys[lo[c]:hi[c]] (sorted: by offset difference
+    `(key & delta_mask) - delta_bias`) with the query frames they come from (`frames`, >= 0):
+    (offset, distinct frames, matches, nearby frames) of the window of +-tol where the most distinct
+    (offset, query frame) pairs agree (ties: the lowest offset). `offset` is the window's mean offset
+    difference rounded (half to even), `distinct frames` the distinct query frames in it, `matches` all
+    its matches, `nearby frames` the distinct query frames within +-drift of its centre. Ranking windows
+    by raw matches instead lets a sustained sound, which matches many stored frames at once, pull the
+    offset to a lookalike passage elsewhere in the track."""
+    n_bins = lo.shape[0]
+    out_offset = np.empty(n_bins, np.int64)
+    out_frames = np.empty(n_bins, np.int64)
+    out_matches = np.empty(n_bins, np.int64)
+    out_nearby = np.empty(n_bins, np.int64)
+    top_frame = 0
+    for c in range(n_bins):
+        for i in range(lo[c], hi[c]):
+            top_frame = max(top_frame, np.int64(frames[i]))
+    # the last pass that counted a frame, so no clearing between passes: runs and windows use `stamp`, the
+    # nearby frames `stamp_near` (a frame counted in the window still counts as nearby)
+    stamp = np.full(top_frame + 1, -1, np.int64)
+    stamp_near = np.full(top_frame + 1, -1, np.int64)
+    pass_id = 0
+    run_delta = np.empty(0, np.int64)
+    run_count = np.empty(0, np.int64)
+    for c in range(n_bins):
+        a = lo[c]
+        b = hi[c]
+        if b - a > run_delta.shape[0]:
+            run_delta = np.empty(b - a, np.int64)
+            run_count = np.empty(b - a, np.int64)
+        # runs of equal offset difference, each with its distinct query frames
+        n_runs = 0
+        i = a
+        while i < b:
+            d = (keys[i] & delta_mask) - delta_bias
+            pass_id += 1
+            distinct = 0
+            while i < b and (keys[i] & delta_mask) - delta_bias == d:
+                f = frames[i]
+                if stamp[f] != pass_id:
+                    stamp[f] = pass_id
+                    distinct += 1
+                i += 1
+            run_delta[n_runs] = d
+            run_count[n_runs] = distinct
+            n_runs += 1
+        # the window over runs holding the most distinct pairs, the first (lowest offset) on ties
+        best = -1
+        centre = 0
+        w_lo = 0
+        w_hi = 0
+        window = 0
+        for r in range(n_runs):
+            while w_hi < n_runs and run_delta[w_hi] <= run_delta[r] + tol:
+                window += run_count[w_hi]
+                w_hi += 1
+            while run_delta[w_lo] < run_delta[r] - tol:
+                window -= run_count[w_lo]
+                w_lo += 1
+            if window > best:
+                best = window
+                centre = run_delta[r]
+        # its matches, and the frames near it
+        pass_id += 1
+        matches = 0
+        total = 0
+        frames_in = 0
+        frames_near = 0
+        for i in range(a, b):
+            d = (keys[i] & delta_mask) - delta_bias
+            f = frames[i]
+            if abs(d - centre) <= drift and stamp_near[f] != pass_id:
+                stamp_near[f] = pass_id
+                frames_near += 1
+            if abs(d - centre) <= tol:
+                matches += 1
+                total += d
+                if stamp[f] != pass_id:
+                    stamp[f] = pass_id
+                    frames_in += 1
+        out_offset[c] = np.int64(np.round(total / matches))
+        out_frames[c] = frames_in
+        out_matches[c] = matches
+        out_nearby[c] = frames_near
+    return out_offset, out_frames, out_matches, out_nearby
+
+
+def describe_windows_reference(
+    keys: np.ndarray,
+    frames: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    delta_mask: int,
+    delta_bias: int,
+    tol: int,
+    drift: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """NumPy reference of `describe_windows`, bin by bin with sets of (offset, frame) pairs."""
+    out = []
+    for a, b in zip(lo, hi, strict=True):
+        d = (keys[a:b] & delta_mask) - delta_bias
+        f = frames[a:b].astype(np.int64)
+        pairs = np.unique(np.stack([d, f], axis=1), axis=0)  # sorted by offset, then frame
+        d_u = pairs[:, 0]
+        counts = np.searchsorted(d_u, d_u + tol, side="right") - np.searchsorted(d_u, d_u - tol, side="left")
+        centre = d_u[int(np.argmax(counts))]
+        in_window = np.abs(d - centre) <= tol
+        out.append(
+            (
+                round(float(d[in_window].mean())),
+                np.unique(f[in_window]).size,
+                int(in_window.sum()),
+                np.unique(f[np.abs(d - centre) <= drift]).size,
+            )
+        )
+    if not out:
+        return tuple(np.empty(0, np.int64) for _ in range(4))  # type: ignore[return-value]
+    return tuple(np.asarray(col, np.int64) for col in zip(*out, strict=True))  # type: ignore[return-value]

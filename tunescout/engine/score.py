@@ -9,7 +9,7 @@ distinct query frames agree; the confidence is a calibrated function of that cou
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,52 +58,19 @@ def index_hashes(hashes: np.ndarray) -> HashIndex:
     return HashIndex(ordered[starts].astype(np.uint32), order, starts.astype(np.int64), counts)
 
 
-def _best_offset_of_track(
-    delta: np.ndarray, query_frame: np.ndarray, tol: int, drift: int
-) -> tuple[int, int, int, int]:
-    """(offset, distinct query frames, matches, distinct query frames within +-drift) of the offset window
-    where the most distinct query frames agree, from one track's matches (offset differences and the
-    query frames they come from, in any order). Ranking windows by raw matches instead lets a sustained
-    sound, which matches many stored frames at once, pull the offset to a lookalike passage elsewhere in
-    the track."""
-    d = delta
-    f = query_frame.astype(np.int64)
-    bias = 1 << 30  # offsets and their differences stay far below 2**30 frames (200 days)
-    pairs = arrays.unique(((d + bias) << 32) | f)  # each (offset, query frame) once, sorted by offset
-    d_u = (pairs >> 32) - bias
-    lo = np.searchsorted(d_u, d_u - tol, side="left")
-    hi = np.searchsorted(d_u, d_u + tol, side="right")
-    best = int(np.argmax(hi - lo))
-    in_window = (d >= d_u[best] - tol) & (d <= d_u[best] + tol)
-    frames = int(arrays.unique(f[in_window]).size)
-    nearby = int(arrays.unique(f[np.abs(d - d_u[best]) <= drift]).size)
-    # the mean of the window, so +-1 frame jitter does not bias the offset
-    return round(float(d[in_window].mean())), frames, int(in_window.sum()), nearby
-
-
-# track ids below this (or below 4 per posting) are counted in an array indexed by id; larger ones (global
-# ids of many shards) are first numbered densely, so the count never takes more memory than the postings
+# postings whose track ids all lie below this (or below 4 per posting), times the hypotheses scored, have
+# their bins counted in an array indexed by id; larger ids (global ids of many shards) are first numbered
+# densely, so the count never takes much more memory than the postings
 _DENSE_TRACK_IDS = 1 << 16
 
 
-def _tracks_with_matches(postings: Postings, query_counts: np.ndarray, least: int) -> Postings:
-    """The postings of tracks with at least `least` matches in all (a track's best window holds no more
-    than all its matches): chance agreement spreads a few matches over thousands of tracks, and sorting
-    only the rest makes scoring cheaper at catalogue scale."""
-    track_id = postings.track_id
-    if track_id.size == 0:
-        return postings
-    if int(track_id.min()) >= 0 and int(track_id.max()) < max(_DENSE_TRACK_IDS, 4 * track_id.size):
-        return Postings(
-            *kernels.postings_of_busy_tracks(
-                postings.hash_index, track_id, postings.offset, query_counts, least
-            )
-        )
-    ids, dense = np.unique(track_id, return_inverse=True)
-    h, t, o = kernels.postings_of_busy_tracks(
-        postings.hash_index, dense, postings.offset, query_counts, least
-    )
-    return Postings(h, ids[t], o)
+def _track_slots(track_id: np.ndarray, n_groups: int) -> np.ndarray:
+    """Dense numbers for the postings' tracks, for `kernels.match_keys` to count bins by: the ids
+    themselves where they are small enough."""
+    if track_id.size and int(track_id.min()) >= 0:
+        if (int(track_id.max()) + 1) * n_groups <= max(_DENSE_TRACK_IDS, 4 * track_id.size):
+            return track_id
+    return np.unique(track_id, return_inverse=True)[1].reshape(-1)
 
 
 def rank_offsets(
@@ -112,61 +79,73 @@ def rank_offsets(
     postings: Postings,
     params: MatchParams,
     *,
-    speed: float = 1.0,
-    tempo: float = 1.0,
+    hypotheses: Sequence[tuple[float, float]] = ((1.0, 1.0),),
+    groups: np.ndarray | None = None,
     top: int = 10,
     min_window: int = 0,
 ) -> list[Candidate]:
-    """The best (track, offset) bins of one hypothesis, strongest first, one per track. `index` is
-    `index_hashes(query.hashes)`; `postings` index its `unique` hashes. Tracks whose best window holds
-    fewer than `min_window` matches are left out (see `frames_needed`): describing a candidate costs more
-    than finding it, and most are chance agreement that could never be reported."""
+    """The best (track, offset) bins of each hypothesis: per hypothesis, up to `top` tracks, strongest
+    first; hypotheses in order. `hypotheses` are (speed, tempo) pairs and `groups` (one per query row,
+    default all 0) says under which one a row was hashed: a query's hypotheses are scored in one pass.
+    `index` is `index_hashes(query.hashes)`; `postings` index its `unique` hashes. Bins whose best window
+    holds fewer than `min_window` matches are left out (see `frames_needed`): describing a candidate costs
+    more than finding it, and most are chance agreement that could never be reported."""
     if postings.hash_index.size == 0 or query.hashes.size == 0:
         return []
+    n_groups = len(hypotheses)
+    if not 1 <= n_groups <= kernels.MAX_GROUPS:
+        raise ValueError(f"between 1 and {kernels.MAX_GROUPS} hypotheses are scored at once, got {n_groups}")
+    if groups is None:
+        groups = np.zeros(query.hashes.size, np.int8)
     query_offsets = query.offsets.astype(np.int32, copy=False)
-    if min_window > 1:
-        postings = _tracks_with_matches(postings, index.counts, min_window)
-        if postings.hash_index.size == 0:
-            return []
-    # one int64 key per match: track << 32 | (offset difference + bias), sorted, with its query row
+    # one key per match: its bin (track, hypothesis) and offset difference, sorted, with its query row
     keys, rows = kernels.match_keys(
         postings.hash_index,
         postings.track_id,
+        _track_slots(postings.track_id, n_groups),
         postings.offset,
         index.order,
         index.starts,
         index.counts,
         query_offsets,
+        groups,
+        n_groups,
+        max(1, min_window),
     )
+    if keys.size == 0:
+        return []
     keys, rows = kernels.sort_pairs(keys, rows)
-    track_ids, best_window, _, _, _ = kernels.best_window_per_track(keys, params.offset_tolerance)
-    chosen = np.argsort(-best_window, kind="stable")[:top]
-    chosen = chosen[best_window[chosen] >= min_window]
-    out = []
-    for i in chosen:
-        track = int(track_ids[i])
-        # the track's matches; its last possible key stays below 2**63 for every track id < 2**31
-        lo = int(np.searchsorted(keys, np.int64(track << 32), side="left"))
-        hi = int(np.searchsorted(keys, np.int64((track << 32) | 0xFFFFFFFF), side="right"))
-        offset, frames, matches, nearby = _best_offset_of_track(
-            (keys[lo:hi] & 0xFFFFFFFF) - kernels.KEY_DELTA_BIAS,
-            query_offsets[rows[lo:hi]],
-            params.offset_tolerance,
-            params.drift_frames,
+    bins, best_window, _, _, _ = kernels.best_window_per_bin(keys, params.offset_tolerance, kernels.BIN_SHIFT)
+    group = bins & (kernels.MAX_GROUPS - 1)
+    # per hypothesis, its bins by their best window (ties: the lower track id), the first `top` of them
+    order = np.lexsort((-best_window, group))
+    first_of_group = np.searchsorted(group[order], group[order], side="left")
+    chosen = order[(np.arange(order.size) - first_of_group < top) & (best_window[order] >= min_window)]
+    chosen_bins = bins[chosen]
+    offset, frames, matches, nearby = kernels.describe_windows(
+        keys,
+        query_offsets[rows],
+        np.searchsorted(keys, chosen_bins << kernels.BIN_SHIFT, side="left"),
+        np.searchsorted(keys, (chosen_bins << kernels.BIN_SHIFT) | kernels.DELTA_MASK, side="right"),
+        kernels.DELTA_MASK,
+        kernels.KEY_DELTA_BIAS,
+        params.offset_tolerance,
+        params.drift_frames,
+    )
+    hashes_of_group = np.bincount(groups, minlength=n_groups)
+    return [
+        Candidate(
+            track_id=int(b >> kernels.GROUP_BITS),
+            offset_frames=int(offset[i]),
+            matches=int(matches[i]),
+            query_hashes=int(hashes_of_group[g]),
+            speed=hypotheses[g][0],
+            tempo=hypotheses[g][1],
+            distinct_frames=int(frames[i]),
+            nearby_frames=int(nearby[i]),
         )
-        out.append(
-            Candidate(
-                track_id=track,
-                offset_frames=offset,
-                matches=matches,
-                query_hashes=int(query.hashes.size),
-                speed=speed,
-                tempo=tempo,
-                distinct_frames=frames,
-                nearby_frames=nearby,
-            )
-        )
-    return out
+        for i, (b, g) in enumerate(zip(chosen_bins.tolist(), group[chosen].tolist(), strict=True))
+    ]
 
 
 def postings_cap(params: MatchParams, stored_hashes: int = 0) -> int:
