@@ -36,6 +36,7 @@ from tunescout.engine.params import DEFAULT_MATCH_PARAMS, DEFAULT_PARAMS, FINGER
 from tunescout.engine.peaks import Peaks, Role
 from tunescout.matcher.v1 import matcher_pb2 as pb
 from tunescout.matcher.v1 import matcher_pb2_grpc as pb_grpc
+from tunescout.store import embedded as embedded_store
 from tunescout.store.shard import Postings, TrackMeta
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class MatcherServicer(pb_grpc.MatcherServiceServicer):
                 )
                 break
             await asyncio.sleep(REOPEN_INTERVAL_S)
-        await asyncio.to_thread(warm_up)
+        await asyncio.to_thread(warm_up, any(s.database_type == "embedded" for s in self._config.instances))
         await asyncio.to_thread(shards.count_stored_hashes)
         self._recount = asyncio.create_task(self._recount_catalogue(shards))
         self._shards = shards
@@ -294,8 +295,11 @@ class MatcherServicer(pb_grpc.MatcherServiceServicer):
         return response
 
 
-def warm_up() -> None:
-    """Load (or compile) the hashing and scoring kernels before the first recognition waits for them."""
+def warm_up(embedded: bool) -> None:
+    """Load (or compile) the hashing and scoring kernels before the first recognition waits for them, and
+    with `embedded` (an embedded shard is configured) the store's before the first upload does."""
+    if embedded:
+        embedded_store.warm_up(FINGERPRINT_VERSION)
     rng = np.random.default_rng(0)
     pcm = rng.standard_normal(DEFAULT_PARAMS.sample_rate_hz * 3).astype(np.float32)
     peaks = extract_peaks([pcm], DEFAULT_PARAMS, Role.QUERY)

@@ -44,6 +44,7 @@ import logging
 import os
 import re
 import sqlite3
+import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -1139,3 +1140,35 @@ def _insert_level0(txn: sqlite3.Connection, track_id: int, n_rows: int, blob: by
     segment_id = cursor.lastrowid
     assert segment_id is not None
     return segment_id
+
+
+def warm_up(fingerprint_version: int) -> None:
+    """Run every kernel of the store once, on a throwaway shard in a temporary directory. On a fresh
+    install numba compiles them here (and keeps them on disk), not during the first uploads, merges and
+    lookups of a real shard: ingest through REST ran at 0.70x the speed of decoding alone on a fresh
+    install, 0.80x once compiled. About 0.5 s when they are already compiled."""
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="tunescout-warm-up-") as tmp:
+        # tiny level-0 limits: every ingest merges, so the in-memory and file merges run too
+        with EmbeddedShard(
+            tmp,
+            fingerprint_version=fingerprint_version,
+            level0_max_rows=1,
+            level0_run_tracks=2,
+            tier_fanout=2,
+            lookup_threads=2,
+            prefetch=False,
+        ) as shard:
+            hashes = rng.integers(0, 1 << 32, (3, 3 * LOOKUP_SPLIT_MIN), dtype=np.uint64).astype(np.uint32)
+            offsets = rng.integers(0, 2000, hashes.shape, dtype=np.int64).astype(np.int32)
+            ids = [
+                shard.ingest(TrackMeta(file_sha1=f"{i:040x}", title="warm-up"), h, o).track.track_id
+                for i, (h, o) in enumerate(zip(hashes, offsets, strict=True))
+            ]
+            shard.delete_track(ids[0])  # tombstones: lookups count live postings, merges drop the dead
+            queries = np.unique(hashes)  # more than LOOKUP_SPLIT_MIN: the split lookup runs as well
+            for cap in (0, 1):
+                shard.lookup(queries, cap)
+            shard.compact(full=True)
+            shard.lookup(queries, 1)
+            shard.track_postings(ids[1:])
