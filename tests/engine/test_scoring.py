@@ -6,10 +6,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from tunescout.engine import kernels
 from tunescout.engine.fingerprint import Fingerprint
 from tunescout.engine.hashes import HASH_BITS
 from tunescout.engine.match import _Looked
-from tunescout.engine.params import DEFAULT_MATCH_PARAMS
+from tunescout.engine.params import DEFAULT_MATCH_PARAMS, MAX_HYPOTHESES, MatchParams
 from tunescout.engine.score import HashIndex, frames_needed, index_hashes, postings_cap, rank_offsets
 from tunescout.store.shard import Postings
 
@@ -140,3 +141,14 @@ def test_postings_cap_grows_with_the_catalogue_between_its_floor_and_ceiling() -
         280 * 7_741_000_000 / (1 << HASH_BITS)
     )  # ~100,000 tracks
     assert postings_cap(params, 10**12) == 2000  # the ceiling
+
+
+def test_match_params_refuse_more_hypotheses_than_a_match_key_holds() -> None:
+    assert MAX_HYPOTHESES == kernels.MAX_GROUPS
+
+    def grid(n: int) -> tuple[float, ...]:
+        return tuple(float(f) for f in np.linspace(0.9, 1.1, n))
+
+    MatchParams(speed_factors=grid(16), tempo_factors=grid(16))
+    with pytest.raises(ValueError, match="at most 32"):
+        MatchParams(speed_factors=grid(17), tempo_factors=grid(16))

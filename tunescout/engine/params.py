@@ -53,6 +53,10 @@ class FingerprintParams:
 DEFAULT_PARAMS = FingerprintParams()
 
 
+# speed/tempo hypotheses scored together: a match key holds the hypothesis in `kernels.GROUP_BITS` bits
+MAX_HYPOTHESES = 32
+
+
 @dataclass(frozen=True)
 class MatchParams:
     """Tunables of scoring; they do not change stored data."""
@@ -99,6 +103,11 @@ class MatchParams:
     # speed (tempo and pitch together) and tempo (pitch kept) hypotheses tried when the plain query fails
     speed_factors: tuple[float, ...] = (0.955, 0.97, 0.985, 1.015, 1.03, 1.045)
     tempo_factors: tuple[float, ...] = (0.955, 0.97, 0.985, 1.015, 1.03, 1.045)
+
+    def __post_init__(self) -> None:
+        n = len(self.speed_factors) + len(self.tempo_factors)
+        if n > MAX_HYPOTHESES:
+            raise ValueError(f"{n} speed/tempo hypotheses; scoring takes at most {MAX_HYPOTHESES} at once")
 
 
 DEFAULT_MATCH_PARAMS = MatchParams()
