@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 from collections import defaultdict
 from pathlib import Path
@@ -655,3 +656,15 @@ def test_a_shard_written_in_segment_format_1_is_upgraded_on_open(tmp_path: Path)
     blobs = [data for (data,) in db.execute("SELECT data FROM level0_segments")]
     db.close()
     assert all(format_version_of(data) == SEGMENT_FORMAT_VERSION for data in blobs)
+
+
+def test_warm_up_leaves_no_shard_behind_and_logs_one_line(tmp_path, monkeypatch, caplog) -> None:
+    # the throwaway shard lives in the temporary directory: nothing of it stays, and operators read one
+    # line about it, not its creation, merges and "deleted track 1"
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with caplog.at_level(logging.DEBUG, logger="tunescout.store.embedded"):
+        embedded_module.warm_up(FV)
+    assert list(tmp_path.iterdir()) == []
+    messages = [r.getMessage() for r in caplog.records if r.name == "tunescout.store.embedded"]
+    assert len(messages) == 1 and messages[0].startswith("store kernels ready"), messages
+    assert not embedded_module.logger.filters  # the filter that silenced the throwaway shard is gone
