@@ -299,7 +299,10 @@ def warm_up(embedded: bool) -> None:
     """Load (or compile) the hashing and scoring kernels before the first recognition waits for them, and
     with `embedded` (an embedded shard is configured) the store's before the first upload does."""
     if embedded:
-        embedded_store.warm_up(FINGERPRINT_VERSION)
+        try:
+            embedded_store.warm_up(FINGERPRINT_VERSION)
+        except Exception as exc:  # only a speed-up: a full or read-only /tmp must not stop the matcher
+            logger.warning("store warm-up failed (%s); the first uploads compile the store's kernels", exc)
     rng = np.random.default_rng(0)
     pcm = rng.standard_normal(DEFAULT_PARAMS.sample_rate_hz * 3).astype(np.float32)
     peaks = extract_peaks([pcm], DEFAULT_PARAMS, Role.QUERY)

@@ -152,3 +152,19 @@ def test_match_params_refuse_more_hypotheses_than_a_match_key_holds() -> None:
     MatchParams(speed_factors=grid(16), tempo_factors=grid(16))
     with pytest.raises(ValueError, match="at most 32"):
         MatchParams(speed_factors=grid(17), tempo_factors=grid(16))
+
+
+def test_rank_offsets_refuses_rows_without_a_valid_hypothesis() -> None:
+    # the kernels index per-hypothesis counts without bounds checks: a bad group must not reach them
+    rng = np.random.default_rng(2)
+    query, index = _random_query(rng, 20)
+    postings = _postings([0, 1], [3, 3], [10, 20])
+    two = ((1.0, 1.0), (1.03, 1.0))
+    for groups in (np.full(20, 2, np.int8), np.full(20, -1, np.int8), np.zeros(19, np.int8)):
+        with pytest.raises(ValueError, match="groups"):
+            rank_offsets(query, index, postings, DEFAULT_MATCH_PARAMS, hypotheses=two, groups=groups)
+    ones = np.ones(20, np.int8)
+    assert rank_offsets(query, index, postings, DEFAULT_MATCH_PARAMS, hypotheses=two, groups=ones)
+    negative = Fingerprint(hashes=query.hashes, offsets=query.offsets - 700)
+    with pytest.raises(ValueError, match=">= 0"):
+        rank_offsets(negative, index, postings, DEFAULT_MATCH_PARAMS)

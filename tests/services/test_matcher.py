@@ -1,6 +1,7 @@
 """MatcherService on a real server with real embedded shards: routing, idempotence across shards, matching,
 deletes that never leave a stale cached answer, a shard that cannot be opened, and the Redis cache."""
 
+import logging
 import subprocess
 import sys
 import uuid
@@ -210,3 +211,14 @@ print(sorted(
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=True
     )
     assert done.stdout.strip() == "[]", f"kernels left for the first recognition or upload: {done.stdout}"
+
+
+def test_a_failing_store_warm_up_does_not_stop_the_matcher(monkeypatch, caplog) -> None:
+    # only a speed-up: a full or read-only temporary directory leaves the kernels to the first uploads
+    def refuse(version: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(servicer_module.embedded_store, "warm_up", refuse)
+    with caplog.at_level(logging.WARNING):
+        servicer_module.warm_up(True)
+    assert any("store warm-up failed" in r.getMessage() for r in caplog.records)

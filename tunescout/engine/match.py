@@ -74,7 +74,9 @@ def _hypotheses(match_params: MatchParams) -> list[tuple[float, float]]:
 class _Looked:
     """The postings of every hash a query has looked up so far, so that a later stage looks up only the
     hashes it adds: the frame-jitter stage shares about 40 % of its hashes with the plain and hypothesis
-    stages. Each lookup's hashes and postings are kept as they came (postings grouped by hash index)."""
+    stages. Each lookup's hashes and postings are kept as they came (postings grouped by hash index). A
+    shard that failed an earlier stage is not asked again for that stage's hashes (the answer already
+    says it was unavailable)."""
 
     def __init__(self, lookup: Lookup, cap: int) -> None:
         self._lookup = lookup

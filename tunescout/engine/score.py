@@ -87,9 +87,9 @@ def rank_offsets(
     """The best (track, offset) bins of each hypothesis: per hypothesis, up to `top` tracks, strongest
     first; hypotheses in order. `hypotheses` are (speed, tempo) pairs and `groups` (one per query row,
     default all 0) says under which one a row was hashed: a query's hypotheses are scored in one pass.
-    `index` is `index_hashes(query.hashes)`; `postings` index its `unique` hashes. Bins whose best window
-    holds fewer than `min_window` matches are left out (see `frames_needed`): describing a candidate costs
-    more than finding it, and most are chance agreement that could never be reported."""
+    `index` is `index_hashes(query.hashes)`; `postings` index its `unique` hashes, in any order. Bins
+    whose best window holds fewer than `min_window` matches are left out (see `frames_needed`): describing
+    a candidate costs more than finding it, and most are chance agreement that could never be reported."""
     if postings.hash_index.size == 0 or query.hashes.size == 0:
         return []
     n_groups = len(hypotheses)
@@ -98,6 +98,11 @@ def rank_offsets(
     if groups is None:
         groups = np.zeros(query.hashes.size, np.int8)
     query_offsets = query.offsets.astype(np.int32, copy=False)
+    # the kernels index arrays with these without bounds checks
+    if groups.shape != query.hashes.shape or int(groups.min()) < 0 or int(groups.max()) >= n_groups:
+        raise ValueError("groups must give each query row a hypothesis in [0, len(hypotheses))")
+    if int(query_offsets.min()) < 0:
+        raise ValueError("query offsets must be >= 0")
     # one key per match: its bin (track, hypothesis) and offset difference, sorted, with its query row
     keys, rows = kernels.match_keys(
         postings.hash_index,
