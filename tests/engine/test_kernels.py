@@ -23,6 +23,26 @@ def test_local_peaks_matches_reference(seed, rt, rf, span):
     assert got[0].size > 0
 
 
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize(("rt", "rf"), [(0, 0), (6, 4), (40, 2)])
+def test_local_peaks_across_blocks_matches_reference(seed, rt, rf):
+    # the kernel filters PEAK_BLOCK_FRAMES frames at a time: spans that start, end and fall between blocks
+    rng = np.random.default_rng(seed)
+    n_t = 3 * kernels.PEAK_BLOCK_FRAMES + 7
+    spec = np.round(rng.normal(size=(n_t, 37)), 1).astype(np.float32)  # ties across block edges too
+    spec[kernels.PEAK_BLOCK_FRAMES - 2 : kernels.PEAK_BLOCK_FRAMES + 3, 10:13] = 6.0  # a plateau astride
+    for span in [
+        (0, n_t, 0, 36),
+        (1, kernels.PEAK_BLOCK_FRAMES + 1, 2, 30),
+        (70, 71, 5, 5),
+        (n_t - 3, n_t + 9, 0, 40),
+    ]:
+        got = kernels.local_peaks(spec, *span, rt, rf, 0.0)
+        want = kernels.local_peaks_reference(spec, *span, rt, rf, 0.0)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+
+
 def test_local_peaks_plateau_gives_one_peak():
     spec = np.zeros((20, 20), np.float32)
     spec[5:8, 5:8] = 1.0

@@ -29,6 +29,41 @@ def _is_strict_peak(logspec: np.ndarray, t: int, k: int, rt: int, rf: int) -> bo
 
 
 @njit(cache=True, nogil=True)
+def _shifted_max(src: np.ndarray, dst: np.ndarray, n: int, shift: int) -> None:
+    # dst[i] = max(src[i], src[i + shift]) for i < n. A kernel of its own, over views indexed from 0 and
+    # with `max`: that is the form the compiler turns into packed maxima (inlined into `local_peaks`, or
+    # indexed as src[i + shift], the loop stayed scalar: 3x slower)
+    lo = src[:n]
+    hi = src[shift : shift + n]
+    out = dst[:n]
+    for i in range(n):
+        out[i] = max(lo[i], hi[i])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _window_max(a: np.ndarray, b: np.ndarray, n: int, unit: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    # a[i] = max(a[i], a[i + unit], ..., a[i + (w - 1) * unit]) for i < n - (w - 1) * unit, by doubling
+    # the window (1, 2, 4, ... units, then the rest): returns (the result, the spare buffer)
+    p = 1
+    valid = n
+    while 2 * p <= w:
+        valid -= p * unit
+        _shifted_max(a, b, valid, p * unit)
+        a, b = b, a
+        p *= 2
+    if p < w:
+        valid -= (w - p) * unit
+        _shifted_max(a, b, valid, (w - p) * unit)
+        a, b = b, a
+    return a, b
+
+
+# frames of the spectrogram filtered at a time by `local_peaks`: the block and its maxima stay in the CPU
+# cache (measured 32-256 alike)
+PEAK_BLOCK_FRAMES = 64
+
+
+@njit(cache=True, nogil=True)
 def local_peaks(
     logspec: np.ndarray, t_lo: int, t_hi: int, k_lo: int, k_hi: int, rt: int, rf: int, floor: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -38,8 +73,11 @@ def local_peaks(
     Ties: a cell must be strictly greater than neighbours before it in row-major order and at least equal
     to those after it, so a plateau yields exactly one peak. Returns (t, k) as int32, in (t, k) order.
 
-    A separable maximum filter (over bins, then over frames; loops the compiler vectorises) finds the
-    cells equal to their rectangle's maximum; only those few candidates get the exact tie check.
+    A separable maximum filter finds the cells equal to their rectangle's maximum; only those few
+    candidates get the exact tie check. The filter works on blocks of `PEAK_BLOCK_FRAMES` frames, copied
+    flat with -inf around them (the rectangle's clipping), by doubling windows: maxima over 2, 4, 8 bins
+    then the rest, the same over frames, each step one packed pass over the block (3.4x faster than
+    sliding the whole window cell by cell, which the compiler left scalar).
     """
     n_t, n_k = logspec.shape
     out_t = np.empty(64, np.int32)
@@ -50,40 +88,36 @@ def local_peaks(
     if t_lo >= t_hi or k_lo > k_hi:
         return out_t[:0], out_k[:0]
     width = k_hi - k_lo + 1
-    r0, r1 = max(0, t_lo - rt), min(n_t, t_hi + rt)
-    # row maxima over +-rf bins, from a -inf padded copy of each row (the rectangle clips at the edges)
-    row_max = np.empty((r1 - r0, width), logspec.dtype)
-    padded = np.full(n_k + 2 * rf, -np.inf, logspec.dtype)
-    for r in range(r0, r1):
-        padded[rf : rf + n_k] = logspec[r]
-        m = row_max[r - r0]
-        m[:] = padded[k_lo : k_lo + width]
-        for d in range(1, 2 * rf + 1):
-            src = padded[k_lo + d : k_lo + d + width]
-            for j in range(width):
-                m[j] = max(m[j], src[j])
-    col_max = np.empty(width, logspec.dtype)
-    for t in range(t_lo, t_hi):
-        a, b = max(0, t - rt), min(n_t, t + rt + 1)
-        col_max[:] = row_max[a - r0]
-        for r in range(a + 1, b):
-            src = row_max[r - r0]
-            for j in range(width):
-                col_max[j] = max(col_max[j], src[j])
-        row = logspec[t]
-        for j in range(width):
-            v = row[k_lo + j]
-            if v != col_max[j] or v <= floor:
-                continue
-            k = k_lo + j
-            if not _is_strict_peak(logspec, t, k, rt, rf):
-                continue
-            if n == out_t.shape[0]:
-                out_t = np.concatenate((out_t, np.empty(n, np.int32)))
-                out_k = np.concatenate((out_k, np.empty(n, np.int32)))
-            out_t[n] = t
-            out_k[n] = k
-            n += 1
+    row = width + 2 * rf  # a block row: the bins k_lo - rf .. k_hi + rf
+    a = np.empty((PEAK_BLOCK_FRAMES + 2 * rt) * row, logspec.dtype)
+    b = np.empty_like(a)
+    minus_inf = logspec.dtype.type(-np.inf)
+    for t0 in range(t_lo, t_hi, PEAK_BLOCK_FRAMES):
+        t1 = min(t_hi, t0 + PEAK_BLOCK_FRAMES)
+        rows = t1 - t0 + 2 * rt  # frames t0 - rt .. t1 + rt - 1
+        for r in range(rows):
+            t = t0 - rt + r
+            for c in range(row):
+                k = k_lo - rf + c
+                a[r * row + c] = logspec[t, k] if 0 <= t < n_t and 0 <= k < n_k else minus_inf
+        # across each row's bins, then across frames; columns past `width` mix two rows and are not read
+        m, spare = _window_max(a, b, rows * row, 1, 2 * rf + 1)
+        m, spare = _window_max(m, spare, rows * row, row, 2 * rt + 1)
+        for r in range(t1 - t0):
+            t = t0 + r
+            for c in range(width):
+                k = k_lo + c
+                v = logspec[t, k]
+                if v != m[r * row + c] or v <= floor:
+                    continue
+                if not _is_strict_peak(logspec, t, k, rt, rf):
+                    continue
+                if n == out_t.shape[0]:
+                    out_t = np.concatenate((out_t, np.empty(n, np.int32)))
+                    out_k = np.concatenate((out_k, np.empty(n, np.int32)))
+                out_t[n] = t
+                out_k[n] = k
+                n += 1
     return out_t[:n], out_k[:n]
 
 
