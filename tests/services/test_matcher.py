@@ -204,7 +204,8 @@ warm_up({embedded})
 print(sorted(
     f"{{module.__name__}}.{{name}}" for module in ({modules},) for name, d in vars(module).items()
     if isinstance(d, CPUDispatcher) and d.targetoptions.get("inline") != "always" and not d.signatures
-    and name != "_merge_two"  # called by merge_runs only: compiled into it, its own entry never used
+    # called by one kernel only (merge_runs, local_peaks): compiled into it, their own entries never used
+    and name not in ("_merge_two", "_shifted_max")
 ))
 """
     done = subprocess.run(
