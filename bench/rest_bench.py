@@ -6,6 +6,8 @@
    p50 / p99 of the wall time of each POST /api/recognize, upload included; recall@1 on the way.
 3. throughput: `--clients` concurrent clients recognising for `--seconds`; recognitions per second and
    the error count (any answer other than 200).
+4. sequential ingest: the first `--sequential` tracks uploaded one at a time (as a simple bulk uploader does)
+   to a fresh service, against decoding the same files in one process.
 
 Usage (after building the corpus and queries as in bench/README.md):
   .venv/bin/python bench/rest_bench.py --corpus /work/cache/corpus/extract --queries /work/cache/queries \
@@ -20,6 +22,7 @@ import csv
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -227,6 +230,32 @@ async def throughput(url: str, clips: list[tuple[Path, str]], clients: int, seco
     }
 
 
+def sequential_ingest(files: list[Path], data_dir: Path, port: int) -> dict:
+    """One upload at a time to a fresh service, against decoding the same files in one process: with one
+    upload in flight, only the service's own pipelining can use a second core."""
+    report = {"decode_only": decode_only(files, 1)}
+    fresh = data_dir / "sequential"
+    shutil.rmtree(fresh, ignore_errors=True)
+    process = start_service(fresh, port)
+    try:
+        cpu_before = cpu_by_service(process.pid)
+        ing = report["ingest"] = asyncio.run(ingest(f"http://127.0.0.1:{port}", files, 1))
+        ing["cpu_ms_per_audio_minute"] = cpu_delta(
+            cpu_before, cpu_by_service(process.pid), round(ing["audio_hours"] * 60)
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    report["vs_decode_only"] = ing["x_real_time"] / report["decode_only"]["x_real_time"]
+    print(
+        f"sequential ingest ({len(files)} files, one upload at a time): {ing['x_real_time']:.0f}x real time; "
+        f"decoding alone in one process {report['decode_only']['x_real_time']:.0f}x; "
+        f"ratio {report['vs_decode_only']:.2f}; answers {ing['codes']}"
+    )
+    print(f"CPU ms per audio minute ingested: {ing['cpu_ms_per_audio_minute']}")
+    return report
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, required=True, help="CACHE/extract of build_dev_corpus.sh")
@@ -239,6 +268,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=300, help="sequential recognitions for p50/p99")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--sequential", type=int, default=24, help="tracks ingested one at a time, 0: skip")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/rest.json")
     args = ap.parse_args()
 
@@ -312,6 +342,8 @@ def main() -> None:
         process.wait(60)
     if args.ingest_only:
         return
+    if args.sequential and not args.skip_ingest:
+        report["sequential"] = sequential_ingest(tracks[: args.sequential], args.data_dir, args.port + 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
