@@ -377,7 +377,7 @@ class PcmStream:
             length_s = self._audio_length_s
             if self._start_s > 0 and length_s is not None and length_s > 0:
                 raise StartBeyondEndError(
-                    f"start_s={self._start_s:g} s is at or after the end of the audio, which is "
+                    f"the start ({self._start_s:g} s) is at or after the end of the audio, which is "
                     f"{length_s:.3f} s long; choose a start below {length_s:.3f} s"
                 )
             declared_s = self._media.declared_duration_s()
