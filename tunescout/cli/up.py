@@ -38,6 +38,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def unusable_port(host: str, port: int) -> str | None:
+    """Why the gateway could not listen on `host:port` (taken, or not an address of this machine); None
+    when it can. Bound as uvicorn binds (SO_REUSEADDR), then released at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
 @dataclass
 class Child:
     name: str
@@ -173,6 +186,14 @@ def run_up(config_path: Path | None, data_dir: Path, host: str, port: int, worke
         config = load_config(config_path)
     except ConfigError as exc:
         logger.error("%s", exc)
+        return 2
+    # checked before anything starts: a port held by another server (another tunescout answers
+    # /api/health too) would otherwise surface only as the gateway's exit after the other services start
+    problem = unusable_port(host, port)
+    if problem is not None:
+        logger.error(
+            "cannot listen on %s:%d (%s): stop what uses it, or choose another --port", host, port, problem
+        )
         return 2
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
