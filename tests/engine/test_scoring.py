@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from tunescout.engine import kernels
-from tunescout.engine.fingerprint import Fingerprint
+from tunescout.engine.fingerprint import Fingerprint, extract_peaks, query_pairs
 from tunescout.engine.hashes import HASH_BITS
-from tunescout.engine.match import _Looked
-from tunescout.engine.params import DEFAULT_MATCH_PARAMS, MAX_HYPOTHESES, MatchParams
+from tunescout.engine.match import _Looked, _Narrower
+from tunescout.engine.params import DEFAULT_MATCH_PARAMS, DEFAULT_PARAMS, MAX_HYPOTHESES, MatchParams
+from tunescout.engine.peaks import Role
 from tunescout.engine.score import HashIndex, frames_needed, index_hashes, postings_cap, rank_offsets
 from tunescout.store.shard import Postings
 
@@ -168,3 +169,34 @@ def test_rank_offsets_refuses_rows_without_a_valid_hypothesis() -> None:
     negative = Fingerprint(hashes=query.hashes, offsets=query.offsets - 700)
     with pytest.raises(ValueError, match=">= 0"):
         rank_offsets(negative, index, postings, DEFAULT_MATCH_PARAMS)
+
+
+def test_long_clips_hash_their_hypotheses_with_fewer_targets_per_anchor() -> None:
+    """The hypotheses' fan-out is the largest whose triplets fit the budget, counted exactly as formed."""
+    rng = np.random.default_rng(4)
+    sr = DEFAULT_PARAMS.sample_rate_hz
+    params = DEFAULT_MATCH_PARAMS
+    formed = {}
+    for seconds in (3, 10, 30):
+        peaks = extract_peaks(
+            [0.1 * rng.standard_normal(seconds * sr).astype(np.float32)], DEFAULT_PARAMS, Role.QUERY
+        )
+        narrow = _Narrower(peaks, DEFAULT_PARAMS, query_pairs(peaks, DEFAULT_PARAMS))
+        sizes = {f: narrow.landmarks(f)[1].anchor.size for f in range(2, DEFAULT_PARAMS.query_fan_out + 1)}
+        for budget in (0, sizes[4], sizes[6] - 1, sizes[6], sizes[8], 10**9):
+            chosen = narrow.fan_out_within(8, budget, 4)
+            fitting = [f for f in range(4, 9) if sizes[f] <= budget]
+            assert chosen == (max(fitting) if fitting else 4), (seconds, budget)
+        formed[seconds] = narrow.fan_out_within(
+            params.hypothesis_fan_out, params.hypothesis_max_triplets, params.hypothesis_min_fan_out
+        )
+    assert formed[3] == params.hypothesis_fan_out  # short clips keep every target they may use
+    assert formed[3] >= formed[10] >= formed[30] >= params.hypothesis_min_fan_out
+    assert formed[30] < formed[3]
+
+
+def test_match_params_refuse_a_minimum_fan_out_that_forms_no_triplet() -> None:
+    MatchParams(hypothesis_fan_out=8, hypothesis_min_fan_out=8)
+    for bad in (1, 9):
+        with pytest.raises(ValueError, match="hypothesis_min_fan_out"):
+            MatchParams(hypothesis_fan_out=8, hypothesis_min_fan_out=bad)

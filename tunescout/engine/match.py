@@ -153,7 +153,12 @@ def match_peaks(
     hyp = _hypotheses(match_params)
     if hyp:
         # every hypothesis hashed, looked up in one batch and scored in one pass (its rows grouped by it)
-        hyp_params, hyp_landmarks = narrow.landmarks(match_params.hypothesis_fan_out)
+        fan_out = narrow.fan_out_within(
+            match_params.hypothesis_fan_out,
+            match_params.hypothesis_max_triplets,
+            match_params.hypothesis_min_fan_out,
+        )
+        hyp_params, hyp_landmarks = narrow.landmarks(fan_out)
         prints = [
             hashes_from_peaks(peaks, hyp_params, Role.QUERY, speed=s, tempo=r, landmarks=hyp_landmarks)
             for s, r in hyp
@@ -190,6 +195,18 @@ class _Narrower:
         self._formed: dict[int, tuple[FingerprintParams, Triplets]] = {
             params.query_fan_out: (params, self.full)
         }
+
+    def fan_out_within(self, fan_out: int, max_triplets: int, min_fan_out: int) -> int:
+        """The largest fan-out from `min_fan_out` to `fan_out` whose landmarks are at most `max_triplets`
+        triplets (`min_fan_out` if none is): counted from each anchor's targets, nothing is formed."""
+        targets = np.bincount(self._pairs[0]).astype(np.int64)
+        fan_out = min(fan_out, self._params.query_fan_out)
+        while fan_out > min_fan_out:
+            kept = np.minimum(targets, fan_out)
+            if int((kept * (kept - 1) // 2).sum()) <= max_triplets:
+                break
+            fan_out -= 1
+        return fan_out
 
     def landmarks(self, fan_out: int) -> tuple[FingerprintParams, Triplets]:
         """(params with that fan-out, the landmarks formed with them)."""

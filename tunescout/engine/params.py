@@ -100,6 +100,12 @@ class MatchParams:
     # corpus (5,460 queries) 8 instead of 10 finds 4 fewer (10 s speed/tempo clips one more, 3 s speed
     # clips 2 fewer) at 0.7x the match time; 7 finds 12 fewer
     hypothesis_fan_out: int = 8
+    # ... lowered for long clips, whose many anchors give evidence enough: at most this many triplets per
+    # hypothesis (a clip forms about 1,450 per second at fan-out 8, so 5 s clips keep 8 and 10 s clips get
+    # 6), never below `hypothesis_min_fan_out`. On the dev corpus 10 s clips find as many at 6 as at 8
+    # (all speed, tempo, noise and phone clips: one more, speed -5 %) with 0.6x the hashes looked up
+    hypothesis_max_triplets: int = 8_500
+    hypothesis_min_fan_out: int = 4
     # speed (tempo and pitch together) and tempo (pitch kept) hypotheses tried when the plain query fails
     speed_factors: tuple[float, ...] = (0.955, 0.97, 0.985, 1.015, 1.03, 1.045)
     tempo_factors: tuple[float, ...] = (0.955, 0.97, 0.985, 1.015, 1.03, 1.045)
@@ -108,6 +114,11 @@ class MatchParams:
         n = len(self.speed_factors) + len(self.tempo_factors)
         if n > MAX_HYPOTHESES:
             raise ValueError(f"{n} speed/tempo hypotheses; scoring takes at most {MAX_HYPOTHESES} at once")
+        if not 2 <= self.hypothesis_min_fan_out <= self.hypothesis_fan_out:
+            raise ValueError(
+                f"hypothesis_min_fan_out must lie in [2, hypothesis_fan_out = {self.hypothesis_fan_out}] "
+                f"(two targets make a triplet), got {self.hypothesis_min_fan_out}"
+            )
 
 
 DEFAULT_MATCH_PARAMS = MatchParams()
