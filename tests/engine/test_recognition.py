@@ -12,9 +12,9 @@ import pytest
 from tunescout.engine import errors
 from tunescout.engine.decode import decode_all
 from tunescout.engine.fingerprint import extract_peaks, fingerprint_audio
-from tunescout.engine.match import TrackMatch, match_peaks, shard_track_sizes
+from tunescout.engine.match import TrackMatch, densest_window, match_peaks, shard_track_sizes
 from tunescout.engine.params import DEFAULT_PARAMS, FINGERPRINT_VERSION, MatchParams
-from tunescout.engine.peaks import Role
+from tunescout.engine.peaks import Peaks, Role
 from tunescout.engine.score import Candidate, calibrated_confidence
 from tunescout.store import EmbeddedShard, TrackMeta
 
@@ -157,6 +157,51 @@ def test_peaks_moved_by_a_frame_are_found_by_the_jitter_lookup(shard, pcm, name,
     assert without == [], "precondition: the moved peaks defeat the exact lookups"
     results = match_peaks(moved, shard.lookup, sizes)
     assert_found(shard, results, name, start)
+
+
+def test_a_long_clip_runs_the_later_stages_over_its_busiest_span(shard, pcm):
+    """A clip longer than `fallback_window_s`: the speed/tempo and jitter stages read only its densest
+    span (a silent start is skipped). A speed-changed clip, which the plain lookup misses, is still placed
+    at its start in the track's time; a whole unstored track, which runs every stage, looks up far fewer
+    hashes."""
+    speed, silence_s, start = 1.04, 3.0, 10.0
+    source = excerpt(pcm, "battle-epic", start, 16.0 * speed + 0.1)
+    music = np.interp(np.arange(0, 16.0 * SR) * speed, np.arange(source.size), source)
+    clip = np.concatenate([np.zeros(int(silence_s * SR)), music]).astype(np.float32)
+    peaks = extract_peaks([clip], DEFAULT_PARAMS, Role.QUERY)
+    unstored = extract_peaks([pcm[UNSTORED].astype(np.float32)], DEFAULT_PARAMS, Role.QUERY)
+    sizes = shard_track_sizes(shard)
+    looked: dict[float, int] = {}
+    for window_s in (0.0, 8.0):
+        params = MatchParams(fallback_window_s=window_s)
+        results = match_peaks(peaks, shard.lookup, sizes, match_params=params)
+        # the clip starts silence_s before the music, which played `speed` times faster
+        assert_found(shard, results, "battle-epic", start - silence_s * speed)
+        assert abs(results[0].speed - speed) < 0.02
+
+        def counted(hashes: np.ndarray, cap: int, window_s: float = window_s):
+            looked[window_s] = looked.get(window_s, 0) + hashes.size
+            return shard.lookup(hashes, cap)
+
+        assert match_peaks(unstored, counted, sizes, match_params=params) == []
+    assert looked[8.0] < 0.6 * looked[0.0]
+
+
+def test_densest_window_keeps_the_busiest_span_of_a_long_clip():
+    frame_s = DEFAULT_PARAMS.frame_seconds
+    t = np.concatenate([np.arange(0, 100, 10), np.arange(300, 400, 2), np.arange(500, 600, 2)])
+    peaks = Peaks(
+        t=t.astype(np.int32), freq_hz=np.linspace(300, 3000, t.size), magnitude=np.ones(t.size, np.float32),
+        n_frames=700,
+    )  # fmt: skip
+    window = densest_window(peaks, DEFAULT_PARAMS, 150 * frame_s)
+    np.testing.assert_array_equal(window.t, np.arange(300, 400, 2))  # the first of two equal spans
+    np.testing.assert_array_equal(window.freq_hz, peaks.freq_hz[10:60])
+    assert window.n_frames == 700
+    assert densest_window(peaks, DEFAULT_PARAMS, 700 * frame_s) is peaks  # not longer than the window
+    assert densest_window(peaks, DEFAULT_PARAMS, 0.0) is peaks  # 0: the whole clip
+    with pytest.raises(ValueError, match="fallback_window_s"):
+        MatchParams(fallback_window_s=-1.0)
 
 
 def test_confidence_midpoint_grows_with_the_catalogue():

@@ -1,12 +1,14 @@
 """Recognise a query: hash its peaks, look the hashes up, score, and try speed/tempo hypotheses if needed.
 
-The plain hypothesis runs first; most clips end there. Only when it finds nothing confident (or its
-matches drift around the offset, as a tempo change makes them) are the speed (pitch and tempo together)
-and tempo (pitch kept) hypotheses hashed, looked up in ONE batched lookup (one round trip per shard,
-whatever the number of hypotheses) and scored in one pass, each hypothesis's bins apart; the plain run's
-candidates are kept, not scored again. A clip still without a confident answer gets one last lookup: its
-plain triplets with every target moved by a frame (`MatchParams.jitter_frames`), which finds phone
-recordings whose reverb moved their peaks. No stage looks up a hash an earlier one did (`_Looked`).
+The plain hypothesis runs first, over the whole clip; most clips end there. Only when it finds nothing
+confident (or its matches drift around the offset, as a tempo change makes them) are the speed (pitch
+and tempo together) and tempo (pitch kept) hypotheses hashed, looked up in ONE batched lookup (one round
+trip per shard, whatever the number of hypotheses) and scored in one pass, each hypothesis's bins apart;
+the plain run's candidates are kept, not scored again. A clip still without a confident answer gets one
+last lookup: its plain triplets with every target moved by a frame (`MatchParams.jitter_frames`), which
+finds phone recordings whose reverb moved their peaks. No stage looks up a hash an earlier one did
+(`_Looked`). Those later stages read at most `MatchParams.fallback_window_s` of a long clip
+(`densest_window`).
 """
 
 from __future__ import annotations
@@ -150,6 +152,11 @@ def match_peaks(
         and concentration >= match_params.early_exit_concentration
     ):
         return results
+    window = densest_window(peaks, params, match_params.fallback_window_s)
+    if window is not peaks:  # a long clip: the later stages read only its busiest span
+        peaks = window
+        narrow = _Narrower(peaks, params, query_pairs(peaks, params))
+        plain = hashes_from_peaks(peaks, params, Role.QUERY, landmarks=narrow.full)
     hyp = _hypotheses(match_params)
     if hyp:
         # every hypothesis hashed, looked up in one batch and scored in one pass (its rows grouped by it)
@@ -181,6 +188,21 @@ def match_peaks(
         candidates += _jitter_candidates(peaks, plain, narrow, looked, match_params, needed)
         results = _rank(candidates, track_sizes, params, match_params, stored_hashes)[0]
     return results
+
+
+def densest_window(peaks: Peaks, params: FingerprintParams, seconds: float) -> Peaks:
+    """The peaks of the `seconds`-long span of the clip that holds the most of them (the earliest such
+    span); `peaks` itself when the clip is no longer or `seconds` is 0. Offsets stay the clip's frames, so
+    a match still places the clip's start."""
+    span = round(seconds / params.frame_seconds)
+    if span <= 0 or peaks.n_frames <= span or len(peaks) == 0:
+        return peaks
+    ends = np.searchsorted(peaks.t, peaks.t.astype(np.int64) + span, side="left")
+    first = int(np.argmax(ends - np.arange(len(peaks))))
+    kept = slice(first, int(ends[first]))
+    return Peaks(
+        t=peaks.t[kept], freq_hz=peaks.freq_hz[kept], magnitude=peaks.magnitude[kept], n_frames=peaks.n_frames
+    )
 
 
 class _Narrower:
