@@ -159,32 +159,40 @@ def test_peaks_moved_by_a_frame_are_found_by_the_jitter_lookup(shard, pcm, name,
     assert_found(shard, results, name, start)
 
 
-def test_a_long_clip_runs_the_later_stages_over_its_busiest_span(shard, pcm):
-    """A clip longer than `fallback_window_s`: the speed/tempo and jitter stages read only its densest
-    span (a silent start is skipped). A speed-changed clip, which the plain lookup misses, is still placed
-    at its start in the track's time; a whole unstored track, which runs every stage, looks up far fewer
-    hashes."""
+def test_a_long_clip_is_matched_over_its_busiest_span(shard, pcm):
+    """A clip longer than `long_clip_window_s` is looked up over its densest span first (a silent start
+    is skipped) and the speed/tempo and jitter stages read only that span: a whole stored track is named
+    from the span, a speed-changed clip, which no plain lookup finds, is still placed at its start in the
+    track's time, and a whole unstored track, which runs every stage, looks up far fewer hashes."""
     speed, silence_s, start = 1.04, 3.0, 10.0
     source = excerpt(pcm, "battle-epic", start, 16.0 * speed + 0.1)
     music = np.interp(np.arange(0, 16.0 * SR) * speed, np.arange(source.size), source)
-    clip = np.concatenate([np.zeros(int(silence_s * SR)), music]).astype(np.float32)
-    peaks = extract_peaks([clip], DEFAULT_PARAMS, Role.QUERY)
-    unstored = extract_peaks([pcm[UNSTORED].astype(np.float32)], DEFAULT_PARAMS, Role.QUERY)
+    sped = np.concatenate([np.zeros(int(silence_s * SR)), music]).astype(np.float32)
+    clips = {
+        "stored": (pcm["elvish-theme"], "elvish-theme", 0.0),
+        "speed": (sped, "battle-epic", start - silence_s * speed),  # the clip starts before the music
+        "unstored": (pcm[UNSTORED], None, None),
+    }
     sizes = shard_track_sizes(shard)
-    looked: dict[float, int] = {}
-    for window_s in (0.0, 8.0):
-        params = MatchParams(fallback_window_s=window_s)
-        results = match_peaks(peaks, shard.lookup, sizes, match_params=params)
-        # the clip starts silence_s before the music, which played `speed` times faster
-        assert_found(shard, results, "battle-epic", start - silence_s * speed)
-        assert abs(results[0].speed - speed) < 0.02
+    looked: dict[tuple[str, float], int] = {}
+    for what, (clip, name, offset_s) in clips.items():
+        peaks = extract_peaks([clip.astype(np.float32)], DEFAULT_PARAMS, Role.QUERY)
+        for window_s in (0.0, 8.0):
 
-        def counted(hashes: np.ndarray, cap: int, window_s: float = window_s):
-            looked[window_s] = looked.get(window_s, 0) + hashes.size
-            return shard.lookup(hashes, cap)
+            def counted(hashes: np.ndarray, cap: int, key: tuple[str, float] = (what, window_s)):
+                looked[key] = looked.get(key, 0) + hashes.size
+                return shard.lookup(hashes, cap)
 
-        assert match_peaks(unstored, counted, sizes, match_params=params) == []
-    assert looked[8.0] < 0.6 * looked[0.0]
+            params = MatchParams(long_clip_window_s=window_s)
+            results = match_peaks(peaks, counted, sizes, match_params=params)
+            if name is None:
+                assert results == []
+            else:
+                assert_found(shard, results, name, offset_s)
+            if what == "speed":
+                assert abs(results[0].speed - speed) < 0.02
+        # the speed-changed clip pays the span's plain lookup before the whole clip's: no saving there
+        assert what == "speed" or looked[(what, 8.0)] < 0.6 * looked[(what, 0.0)], what
 
 
 def test_densest_window_keeps_the_busiest_span_of_a_long_clip():
@@ -200,8 +208,8 @@ def test_densest_window_keeps_the_busiest_span_of_a_long_clip():
     assert window.n_frames == 700
     assert densest_window(peaks, DEFAULT_PARAMS, 700 * frame_s) is peaks  # not longer than the window
     assert densest_window(peaks, DEFAULT_PARAMS, 0.0) is peaks  # 0: the whole clip
-    with pytest.raises(ValueError, match="fallback_window_s"):
-        MatchParams(fallback_window_s=-1.0)
+    with pytest.raises(ValueError, match="long_clip_window_s"):
+        MatchParams(long_clip_window_s=-1.0)
 
 
 def test_confidence_midpoint_grows_with_the_catalogue():

@@ -7,8 +7,8 @@ trip per shard, whatever the number of hypotheses) and scored in one pass, each 
 the plain run's candidates are kept, not scored again. A clip still without a confident answer gets one
 last lookup: its plain triplets with every target moved by a frame (`MatchParams.jitter_frames`), which
 finds phone recordings whose reverb moved their peaks. No stage looks up a hash an earlier one did
-(`_Looked`). Those later stages read at most `MatchParams.fallback_window_s` of a long clip
-(`densest_window`).
+(`_Looked`). A long clip is looked up over its busiest `MatchParams.long_clip_window_s` first, and
+the later stages read only that span (`densest_window`).
 """
 
 from __future__ import annotations
@@ -135,28 +135,32 @@ def match_peaks(
     """Up to `max_results` tracks, most confident first, each at least `min_confidence`; [] if none is.
     `stored_hashes`: the catalogue's size (all shards), which the confidence is calibrated for; 0 when
     unknown (calibrated as for about 12 hours of audio)."""
-    narrow = _Narrower(peaks, params, query_pairs(peaks, params))
-    plain = hashes_from_peaks(peaks, params, Role.QUERY, landmarks=narrow.full)
-    index = index_hashes(plain.hashes)
     looked = _Looked(lookup, postings_cap(match_params, stored_hashes))
-    postings = looked(index.unique)
     top = match_params.max_results + 2
     needed = frames_needed(match_params, stored_hashes)
-    candidates = rank_offsets(plain, index, postings, match_params, top=top, min_window=needed)
-    results, concentration = _rank(candidates, track_sizes, params, match_params, stored_hashes)
-    # matches spread around the offset (rather than piled in its window) mean the clip's tempo differs:
-    # the plain answer may name the right track, but its offset drifts, so the hypotheses still run
-    if (
-        results
-        and results[0].confidence >= match_params.early_exit_confidence
-        and concentration >= match_params.early_exit_concentration
-    ):
-        return results
-    window = densest_window(peaks, params, match_params.fallback_window_s)
-    if window is not peaks:  # a long clip: the later stages read only its busiest span
-        peaks = window
-        narrow = _Narrower(peaks, params, query_pairs(peaks, params))
-        plain = hashes_from_peaks(peaks, params, Role.QUERY, landmarks=narrow.full)
+    candidates: list[Candidate] = []
+    # a long clip is first looked up over its busiest span, then (if that finds nothing sure) whole: a
+    # whole song uploaded is named from 20 s of it, and a long recording may hold the music anywhere
+    window = densest_window(peaks, params, match_params.long_clip_window_s)
+    for part in (window, peaks) if window is not peaks else (peaks,):
+        narrow = _Narrower(part, params, query_pairs(part, params))
+        plain = hashes_from_peaks(part, params, Role.QUERY, landmarks=narrow.full)
+        index = index_hashes(plain.hashes)
+        candidates += rank_offsets(
+            plain, index, looked(index.unique), match_params, top=top, min_window=needed
+        )
+        results, concentration = _rank(candidates, track_sizes, params, match_params, stored_hashes)
+        # matches spread around the offset (rather than piled in its window) mean the clip's tempo
+        # differs: the plain answer may name the right track, but its offset drifts, so the hypotheses run
+        if (
+            results
+            and results[0].confidence >= match_params.early_exit_confidence
+            and concentration >= match_params.early_exit_concentration
+        ):
+            return results
+        if part is window:  # the later stages read only the busiest span of a long clip
+            window_narrow, window_plain = narrow, plain
+    peaks, narrow, plain = window, window_narrow, window_plain
     hyp = _hypotheses(match_params)
     if hyp:
         # every hypothesis hashed, looked up in one batch and scored in one pass (its rows grouped by it)
