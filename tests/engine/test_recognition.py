@@ -15,7 +15,7 @@ from tunescout.engine.fingerprint import extract_peaks, fingerprint_audio
 from tunescout.engine.match import TrackMatch, densest_window, match_peaks, shard_track_sizes
 from tunescout.engine.params import DEFAULT_PARAMS, FINGERPRINT_VERSION, MatchParams
 from tunescout.engine.peaks import Peaks, Role
-from tunescout.engine.score import Candidate, calibrated_confidence
+from tunescout.engine.score import Candidate, calibrated_confidence, frames_needed
 from tunescout.store import EmbeddedShard, TrackMeta
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -210,6 +210,23 @@ def test_densest_window_keeps_the_busiest_span_of_a_long_clip():
     assert densest_window(peaks, DEFAULT_PARAMS, 0.0) is peaks  # 0: the whole clip
     with pytest.raises(ValueError, match="long_clip_window_s"):
         MatchParams(long_clip_window_s=-1.0)
+
+
+def test_confidence_midpoint_grows_with_the_query():
+    """A whole song offers chance agreement far more hashes than a 10 s clip: the same evidence is worth
+    less from it; up to a 10 s clip's hashes nothing changes, and frames_needed stays a lower bound."""
+    params = MatchParams()
+    ten_s = params.calibration_query_hashes
+    c = Candidate(track_id=1, offset_frames=0, matches=12, query_hashes=ten_s, speed=1.0, tempo=1.0,
+                  distinct_frames=12)  # fmt: skip
+    short = calibrated_confidence(c, params)
+    assert calibrated_confidence(replace(c, query_hashes=ten_s // 4), params) == short > 0.95
+    song = calibrated_confidence(replace(c, query_hashes=48 * ten_s), params)  # ~ 4 minutes
+    assert song < 0.5
+    for jittered in (False, True):
+        needed = frames_needed(params, jittered=jittered)
+        at_least = replace(c, query_hashes=48 * ten_s, distinct_frames=needed - 1, jittered=jittered)
+        assert calibrated_confidence(at_least, params) < params.min_confidence
 
 
 def test_confidence_midpoint_grows_with_the_catalogue():

@@ -80,6 +80,14 @@ class MatchParams:
     # tracks against 10,000 tracks (774 M hashes), whose chance agreement reaches 12 frames (17 jittered).
     calibration_hashes: int = 16_000_000
     midpoint_per_doubling: float = 0.8
+    # a longer query offers chance agreement more hashes to pile up from: both midpoints also grow by
+    # `query_midpoint_per_doubling` frames per doubling of the candidate's query hashes beyond
+    # `calibration_query_hashes` (what they were fitted at: 10 s clips, at most ~21,500). Fitted on whole
+    # unstored tracks (400k-1.1M hashes), whose chance agreement reached 9-13 frames against 165 tracks
+    # where their 10 s clips reach 8 (5 of 40 songs were reported): at 1.0 per doubling the most such
+    # agreement gets confidence 0.2, and none is reported
+    calibration_query_hashes: int = 22_000
+    query_midpoint_per_doubling: float = 1.0
     early_exit_confidence: float = 0.99  # the plain hypothesis alone is trusted from this confidence up ...
     early_exit_concentration: float = 0.5  # ... when this share of nearby matching frames sits in its window
     drift_frames: int = 40  # frames; how far a 5 % tempo change drifts a 10 s clip's matches (about 0.6 s)

@@ -160,17 +160,21 @@ def postings_cap(params: MatchParams, stored_hashes: int = 0) -> int:
     return int(min(params.max_postings_per_hash, max(params.posting_cap_floor, scaled)))
 
 
-def _midpoint(params: MatchParams, stored_hashes: int, jittered: bool) -> float:
+def _midpoint(params: MatchParams, stored_hashes: int, jittered: bool, query_hashes: int = 0) -> float:
     midpoint = params.jitter_confidence_midpoint if jittered else params.confidence_midpoint
     if stored_hashes > params.calibration_hashes:
         midpoint += params.midpoint_per_doubling * math.log2(stored_hashes / params.calibration_hashes)
+    if query_hashes > params.calibration_query_hashes:
+        ratio = query_hashes / params.calibration_query_hashes
+        midpoint += params.query_midpoint_per_doubling * math.log2(ratio)
     return midpoint
 
 
 def frames_needed(params: MatchParams, stored_hashes: int = 0, jittered: bool = False) -> int:
     """A lower bound on the distinct frames a candidate needs to reach `min_confidence`: a candidate
     with fewer can never be reported. Its best window's match count bounds its distinct frames from above,
-    so `rank_offsets(min_window=...)` may drop it before describing it."""
+    so `rank_offsets(min_window=...)` may drop it before describing it. It leaves the query's length out
+    (a long query only raises the midpoint), so it holds for every query."""
     p = params.min_confidence
     if not 0.0 < p < 1.0:
         return params.min_matches
@@ -187,9 +191,12 @@ def calibrated_confidence(c: Candidate, params: MatchParams, stored_hashes: int 
     corpus with every speed/tempo hypothesis tried (bench/engine_bench.py measures its false-positive rate).
     Candidates of the frame-jitter lookup have their own midpoint: nine hashes per triplet find more by
     chance. Both midpoints rise with the catalogue (`stored_hashes`, all shards together; 0 = unknown,
-    taken as the size they were fitted at), see `MatchParams.midpoint_per_doubling`.
+    taken as the size they were fitted at), see `MatchParams.midpoint_per_doubling`, and with the query
+    (`query_hashes`: a whole song offers chance far more hashes than a 10 s clip), see
+    `MatchParams.query_midpoint_per_doubling`.
     """
     if c.distinct_frames < params.min_matches:
         return 0.0
-    z = params.confidence_slope * (c.distinct_frames - _midpoint(params, stored_hashes, c.jittered))
+    midpoint = _midpoint(params, stored_hashes, c.jittered, c.query_hashes)
+    z = params.confidence_slope * (c.distinct_frames - midpoint)
     return 1.0 / (1.0 + math.exp(-z))
