@@ -140,14 +140,15 @@ def match_peaks(
     needed = frames_needed(match_params, stored_hashes)
     candidates: list[Candidate] = []
     # a long clip is first looked up over its busiest span, then (if that finds nothing sure) whole: a
-    # whole song uploaded is named from 20 s of it, and a long recording may hold the music anywhere
+    # whole song uploaded is named from 20 s of it, and a long recording may hold the music anywhere.
+    # The later stages read only the span.
     window = densest_window(peaks, params, match_params.long_clip_window_s)
-    for part in (window, peaks) if window is not peaks else (peaks,):
-        narrow = _Narrower(part, params, query_pairs(part, params))
-        plain = hashes_from_peaks(part, params, Role.QUERY, landmarks=narrow.full)
-        index = index_hashes(plain.hashes)
+    narrow, plain = _plain_landmarks(window, params)
+    for whole in (False, True) if window is not peaks else (False,):
+        part_plain = _plain_landmarks(peaks, params)[1] if whole else plain
+        index = index_hashes(part_plain.hashes)
         candidates += rank_offsets(
-            plain, index, looked(index.unique), match_params, top=top, min_window=needed
+            part_plain, index, looked(index.unique), match_params, top=top, min_window=needed
         )
         results, concentration = _rank(candidates, track_sizes, params, match_params, stored_hashes)
         # matches spread around the offset (rather than piled in its window) mean the clip's tempo
@@ -158,9 +159,7 @@ def match_peaks(
             and concentration >= match_params.early_exit_concentration
         ):
             return results
-        if part is window:  # the later stages read only the busiest span of a long clip
-            window_narrow, window_plain = narrow, plain
-    peaks, narrow, plain = window, window_narrow, window_plain
+    peaks = window
     hyp = _hypotheses(match_params)
     if hyp:
         # every hypothesis hashed, looked up in one batch and scored in one pass (its rows grouped by it)
@@ -192,6 +191,12 @@ def match_peaks(
         candidates += _jitter_candidates(peaks, plain, narrow, looked, match_params, needed)
         results = _rank(candidates, track_sizes, params, match_params, stored_hashes)[0]
     return results
+
+
+def _plain_landmarks(peaks: Peaks, params: FingerprintParams) -> tuple[_Narrower, Fingerprint]:
+    """A query's landmarks (every narrower fan-out cut from them on demand) and its plain hashes."""
+    narrow = _Narrower(peaks, params, query_pairs(peaks, params))
+    return narrow, hashes_from_peaks(peaks, params, Role.QUERY, landmarks=narrow.full)
 
 
 def densest_window(peaks: Peaks, params: FingerprintParams, seconds: float) -> Peaks:

@@ -117,8 +117,8 @@ class MatchParams:
     # a clip longer than this (s) is first looked up over the span of this length where its peaks are
     # densest (a silent or quiet start is skipped), and the speed/tempo and +-1-frame stages read only
     # that span; the plain lookup reads the whole clip only when the span finds nothing sure (a long
-    # recording may hold the music anywhere). At 10,000 tracks a whole 4-minute song took 175-207 ms to
-    # name over all of it, and one that matched nothing 610-660 ms (620k-770k hashes). 0 = the whole clip
+    # recording may hold the music anywhere). At 10,000 tracks whole 2.5-4-minute songs took 113-247 ms
+    # to name over all of it, and ones that matched nothing 240-770 ms (475k-770k hashes). 0 = the whole clip
     long_clip_window_s: float = 20.0
     # speed (tempo and pitch together) and tempo (pitch kept) hypotheses tried when the plain query fails
     speed_factors: tuple[float, ...] = (0.955, 0.97, 0.985, 1.015, 1.03, 1.045)
