@@ -208,6 +208,10 @@ def test_densest_window_keeps_the_busiest_span_of_a_long_clip():
     assert window.n_frames == 700
     assert densest_window(peaks, DEFAULT_PARAMS, 700 * frame_s) is peaks  # not longer than the window
     assert densest_window(peaks, DEFAULT_PARAMS, 0.0) is peaks  # 0: the whole clip
+    # a long clip whose peaks all lie in one span (silence around them): the clip itself, looked up once
+    quiet = replace(peaks, t=np.arange(300, 400, 2).astype(np.int32), freq_hz=peaks.freq_hz[10:60],
+                    magnitude=peaks.magnitude[10:60])  # fmt: skip
+    assert densest_window(quiet, DEFAULT_PARAMS, 150 * frame_s) is quiet
     with pytest.raises(ValueError, match="long_clip_window_s"):
         MatchParams(long_clip_window_s=-1.0)
 

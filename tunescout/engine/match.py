@@ -201,13 +201,16 @@ def _plain_landmarks(peaks: Peaks, params: FingerprintParams) -> tuple[_Narrower
 
 def densest_window(peaks: Peaks, params: FingerprintParams, seconds: float) -> Peaks:
     """The peaks of the `seconds`-long span of the clip that holds the most of them (the earliest such
-    span); `peaks` itself when the clip is no longer or `seconds` is 0. Offsets stay the clip's frames, so
-    a match still places the clip's start."""
+    span); `peaks` itself when the clip is no longer, the span holds every peak (a long clip of mostly
+    silence: nothing to look up twice) or `seconds` is 0. Offsets stay the clip's frames, so a match still
+    places the clip's start."""
     span = round(seconds / params.frame_seconds)
     if span <= 0 or peaks.n_frames <= span or len(peaks) == 0:
         return peaks
     ends = np.searchsorted(peaks.t, peaks.t.astype(np.int64) + span, side="left")
     first = int(np.argmax(ends - np.arange(len(peaks))))
+    if first == 0 and int(ends[0]) == len(peaks):
+        return peaks
     kept = slice(first, int(ends[first]))
     return Peaks(
         t=peaks.t[kept], freq_hz=peaks.freq_hz[kept], magnitude=peaks.magnitude[kept], n_frames=peaks.n_frames
