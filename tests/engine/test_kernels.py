@@ -316,6 +316,26 @@ def test_describe_windows_counts_a_repeated_sound_once():
     assert (offset[0], distinct[0], matches[0], nearby[0]) == (30, 3, 3, 4)
 
 
+def test_describe_windows_ranks_by_distinct_frames_then_pairs():
+    # offset 10/11: five query frames, each matched at both (a passage alike, smeared over two offsets);
+    # offset 30: six frames once each (the clip's own place): 6 distinct frames beat 5 (10 pairs)
+    delta = np.array([10] * 5 + [11] * 5 + [30] * 6)
+    frames = np.array([1, 2, 3, 4, 5] * 2 + [1, 2, 3, 4, 5, 6], np.int32)
+    keys = _keys(np.zeros(16), np.zeros(16), delta)
+    offset, distinct, matches, _ = kernels.describe_windows(
+        keys, frames, np.array([0]), np.array([16]), kernels.DELTA_MASK, kernels.KEY_DELTA_BIAS, 1, 40
+    )
+    assert (offset[0], distinct[0], matches[0]) == (30, 6, 6)
+    # as many distinct frames at 10 as at 40/41: then the (offset, frame) pairs decide, not the offset
+    delta = np.array([10] * 3 + [40] * 3 + [41] * 3)
+    frames = np.array([1, 2, 3] * 3, np.int32)
+    keys = _keys(np.zeros(9), np.zeros(9), delta)
+    offset, distinct, matches, _ = kernels.describe_windows(
+        keys, frames, np.array([0]), np.array([9]), kernels.DELTA_MASK, kernels.KEY_DELTA_BIAS, 1, 40
+    )
+    assert (offset[0], distinct[0], matches[0]) == (40, 3, 6)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_positions_in_sorted_matches_reference(seed):
     rng = np.random.default_rng(seed)

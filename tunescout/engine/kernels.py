@@ -746,12 +746,16 @@ def describe_windows(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """For each chosen bin c, whose matches are keys[lo[c]:hi[c]] (sorted: by offset difference
     `(key & delta_mask) - delta_bias`) with the query frames they come from (`frames`, >= 0):
-    (offset, distinct frames, matches, nearby frames) of the window of +-tol where the most distinct
-    (offset, query frame) pairs agree (ties: the lowest offset). `offset` is the window's mean offset
-    difference rounded (half to even), `distinct frames` the distinct query frames in it, `matches` all
-    its matches, `nearby frames` the distinct query frames within +-drift of its centre. Ranking windows
-    by raw matches instead lets a sustained sound, which matches many stored frames at once, pull the
-    offset to a lookalike passage elsewhere in the track."""
+    (offset, distinct frames, matches, nearby frames) of the window of +-tol, centred on an offset
+    difference present, that holds the most distinct query frames (ties: the lowest offset). `offset` is
+    the window's mean offset difference rounded (half to even), `distinct frames` the distinct query
+    frames in it (the evidence the confidence is computed from), `matches` all its matches, `nearby frames`
+    the distinct query frames within +-drift of its centre. Ranking windows by raw matches instead lets a
+    sustained sound, which matches many stored frames at once, pull the offset to a lookalike passage
+    elsewhere in the track; ranking them by distinct (offset, frame) pairs lets a passage whose matches
+    straddle two offsets (each frame counted at both) outrank the clip's own place. Those pairs only
+    break ties of distinct frames (then the lowest offset wins): frames of a noisy clip's true place
+    match at neighbouring offsets too."""
     n_bins = lo.shape[0]
     out_offset = np.empty(n_bins, np.int64)
     out_frames = np.empty(n_bins, np.int64)
@@ -761,51 +765,68 @@ def describe_windows(
     for c in range(n_bins):
         for i in range(lo[c], hi[c]):
             top_frame = max(top_frame, np.int64(frames[i]))
-    # the last pass that counted a frame, so no clearing between passes: runs and windows use `stamp`, the
-    # nearby frames `stamp_near` (a frame counted in the window still counts as nearby)
+    # matches of each frame inside the sliding window (zero again after each bin)
+    in_window = np.zeros(top_frame + 1, np.int32)
+    # the last pass that counted a frame, so no clearing between passes
     stamp = np.full(top_frame + 1, -1, np.int64)
     stamp_near = np.full(top_frame + 1, -1, np.int64)
     pass_id = 0
     run_delta = np.empty(0, np.int64)
     run_count = np.empty(0, np.int64)
+    run_start = np.empty(1, np.int64)
     for c in range(n_bins):
         a = lo[c]
         b = hi[c]
         if b - a > run_delta.shape[0]:
             run_delta = np.empty(b - a, np.int64)
             run_count = np.empty(b - a, np.int64)
+            run_start = np.empty(b - a + 1, np.int64)
         # runs of equal offset difference, each with its distinct query frames
         n_runs = 0
         i = a
         while i < b:
             d = (keys[i] & delta_mask) - delta_bias
-            pass_id += 1
-            distinct = 0
-            while i < b and (keys[i] & delta_mask) - delta_bias == d:
-                f = frames[i]
-                if stamp[f] != pass_id:
-                    stamp[f] = pass_id
-                    distinct += 1
-                i += 1
             run_delta[n_runs] = d
-            run_count[n_runs] = distinct
+            run_start[n_runs] = i
+            pass_id += 1
+            run_count[n_runs] = 0
+            while i < b and (keys[i] & delta_mask) - delta_bias == d:
+                if stamp[frames[i]] != pass_id:
+                    stamp[frames[i]] = pass_id
+                    run_count[n_runs] += 1
+                i += 1
             n_runs += 1
-        # the window over runs holding the most distinct pairs, the first (lowest offset) on ties
+        run_start[n_runs] = b
+        # slide a window over the runs, counting the distinct frames in it (and the distinct
+        # (offset, frame) pairs, which break ties); the first best wins
         best = -1
+        best_pairs = -1
         centre = 0
         w_lo = 0
         w_hi = 0
-        window = 0
+        distinct = 0
+        pairs = 0
         for r in range(n_runs):
             while w_hi < n_runs and run_delta[w_hi] <= run_delta[r] + tol:
-                window += run_count[w_hi]
+                for j in range(run_start[w_hi], run_start[w_hi + 1]):
+                    in_window[frames[j]] += 1
+                    if in_window[frames[j]] == 1:
+                        distinct += 1
+                pairs += run_count[w_hi]
                 w_hi += 1
             while run_delta[w_lo] < run_delta[r] - tol:
-                window -= run_count[w_lo]
+                for j in range(run_start[w_lo], run_start[w_lo + 1]):
+                    in_window[frames[j]] -= 1
+                    if in_window[frames[j]] == 0:
+                        distinct -= 1
+                pairs -= run_count[w_lo]
                 w_lo += 1
-            if window > best:
-                best = window
+            if distinct > best or (distinct == best and pairs > best_pairs):
+                best = distinct
+                best_pairs = pairs
                 centre = run_delta[r]
+        for j in range(run_start[w_lo], run_start[w_hi]):
+            in_window[frames[j]] = 0
         # its matches, and the frames near it
         pass_id += 1
         matches = 0
@@ -841,15 +862,16 @@ def describe_windows_reference(
     tol: int,
     drift: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """NumPy reference of `describe_windows`, bin by bin with sets of (offset, frame) pairs."""
+    """NumPy reference of `describe_windows`, bin by bin: every window's distinct frames by np.unique."""
     out = []
     for a, b in zip(lo, hi, strict=True):
         d = (keys[a:b] & delta_mask) - delta_bias
         f = frames[a:b].astype(np.int64)
-        pairs = np.unique(np.stack([d, f], axis=1), axis=0)  # sorted by offset, then frame
-        d_u = pairs[:, 0]
-        counts = np.searchsorted(d_u, d_u + tol, side="right") - np.searchsorted(d_u, d_u - tol, side="left")
-        centre = d_u[int(np.argmax(counts))]
+        present = np.unique(d)
+        # distinct frames, then distinct (offset, frame) pairs; lexsort is stable: the lowest offset
+        distinct = [np.unique(f[np.abs(d - x) <= tol]).size for x in present]
+        pairs = [np.unique(np.stack([d, f])[:, np.abs(d - x) <= tol], axis=1).shape[1] for x in present]
+        centre = present[np.lexsort((-np.asarray(pairs), -np.asarray(distinct)))[0]]
         in_window = np.abs(d - centre) <= tol
         out.append(
             (
