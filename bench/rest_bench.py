@@ -275,6 +275,13 @@ def main() -> None:
     with (args.queries / "reference.tsv").open() as f:
         tracks = [args.corpus / row["package"] / row["relpath"] for row in csv.DictReader(f, delimiter="\t")]
     url = f"http://127.0.0.1:{args.port}"
+    held = sorted(p.name for p in args.data_dir.glob("*") if p.name != "bench-config.json")
+    if not args.skip_ingest and held:
+        # every upload would be answered 409 (already fingerprinted) and the ingest rate read 0x
+        raise SystemExit(
+            f"--data-dir {args.data_dir} already holds a service's data ({', '.join(held)}): remove it to "
+            "measure ingest into a fresh store, or pass --skip-ingest to reuse it"
+        )
     report: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
     if not args.skip_ingest:
         report["decode_only"] = decode_only(tracks, os.cpu_count() or 1)
