@@ -747,7 +747,7 @@ def describe_windows(
     """For each chosen bin c, whose matches are keys[lo[c]:hi[c]] (sorted: by offset difference
     `(key & delta_mask) - delta_bias`) with the query frames they come from (`frames`, >= 0):
     (offset, distinct frames, matches, nearby frames) of the window of +-tol, centred on an offset
-    difference present, that holds the most distinct query frames (ties: the lowest offset). `offset` is
+    difference present, that holds the most distinct query frames (ties: see below). `offset` is
     the window's mean offset difference rounded (half to even), `distinct frames` the distinct query
     frames in it (the evidence the confidence is computed from), `matches` all its matches, `nearby frames`
     the distinct query frames within +-drift of its centre. Ranking windows by raw matches instead lets a
