@@ -70,6 +70,19 @@ def test_clean_excerpts(shard, pcm, name, seconds):
     assert_found(shard, recognise(shard, excerpt(pcm, name, start, seconds)), name, start)
 
 
+@pytest.mark.parametrize("gain_db", [-40, -60])
+def test_quiet_excerpt(shard, pcm, gain_db):
+    """A recording far quieter than the stored track (a phone at low gain), kept as 16-bit samples."""
+    clip = excerpt(pcm, "elvish-theme", 20.0, 5.0) * 10 ** (gain_db / 20)
+    quiet = np.round(clip * 32767) / 32767
+    assert_found(shard, recognise(shard, quiet), "elvish-theme", 20.0)
+
+
+def test_quiet_unstored_excerpt_gives_no_result(shard, pcm):
+    clip = excerpt(pcm, UNSTORED, 20.0, 10.0) * 10 ** (-60 / 20)
+    assert recognise(shard, np.round(clip * 32767) / 32767) == []
+
+
 @pytest.mark.parametrize("snr_db", [10, 5])
 def test_noisy_excerpt(shard, pcm, snr_db):
     clip = excerpt(pcm, "breaking_the_chains", 7.5, 10.0)
