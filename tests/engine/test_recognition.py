@@ -11,7 +11,7 @@ import pytest
 
 from tunescout.engine import errors
 from tunescout.engine.decode import decode_all
-from tunescout.engine.fingerprint import extract_peaks, fingerprint_audio
+from tunescout.engine.fingerprint import extract_peaks, fingerprint_audio, fingerprint_pcm
 from tunescout.engine.match import TrackMatch, densest_window, match_peaks, shard_track_sizes
 from tunescout.engine.params import DEFAULT_PARAMS, FINGERPRINT_VERSION, MatchParams
 from tunescout.engine.peaks import Peaks, Role
@@ -76,6 +76,16 @@ def test_quiet_excerpt(shard, pcm, gain_db):
     clip = excerpt(pcm, "elvish-theme", 20.0, 5.0) * 10 ** (gain_db / 20)
     quiet = np.round(clip * 32767) / 32767
     assert_found(shard, recognise(shard, quiet), "elvish-theme", 20.0)
+
+
+def test_quietly_stored_track_is_found_by_a_clip_at_normal_level(tmp_path, pcm):
+    """A track mastered (or captured) 60 dB quieter than usual keeps its peaks when stored."""
+    quiet = np.round(pcm["elvish-theme"] * 10 ** (-60 / 20) * 32767) / 32767
+    fp = fingerprint_pcm(quiet.astype(np.float32), DEFAULT_PARAMS, Role.REFERENCE)
+    with EmbeddedShard(tmp_path, fingerprint_version=FINGERPRINT_VERSION) as store:
+        meta = TrackMeta(file_sha1="0" * 40, title="elvish-theme", duration_s=quiet.size / SR)
+        store.ingest(meta, fp.hashes, fp.offsets)
+        assert_found(store, recognise(store, excerpt(pcm, "elvish-theme", 20.0, 5.0)), "elvish-theme", 20.0)
 
 
 def test_quiet_unstored_excerpt_gives_no_result(shard, pcm):

@@ -85,11 +85,22 @@ def test_pure_tone_peak_frequency_is_accurate():
     assert np.median(np.abs(peaks.freq_hz - 1234.5)) < 1.0  # well under a bin (7.8 Hz)
 
 
-def test_silence_has_no_peaks():
-    peaks = extract_peaks(
-        [np.zeros(3 * DEFAULT_PARAMS.sample_rate_hz, np.float32)], DEFAULT_PARAMS, Role.QUERY
-    )
-    assert len(peaks) == 0
+@pytest.mark.parametrize("role", list(Role))
+def test_silence_and_16_bit_dither_have_no_peaks(role):
+    n = 3 * DEFAULT_PARAMS.sample_rate_hz
+    rng = np.random.default_rng(0)
+    dither = (rng.integers(-1, 2, n) + rng.integers(-1, 2, n)) / 32767  # triangular, +-2 LSB
+    for silence in (np.zeros(n), dither):
+        assert len(extract_peaks([silence.astype(np.float32)], DEFAULT_PARAMS, role)) == 0
+
+
+def test_a_quiet_tone_keeps_its_peaks():
+    """80 dB below full scale (a very quiet recording) is sound, not silence."""
+    sr = DEFAULT_PARAMS.sample_rate_hz
+    t = np.arange(2 * sr) / sr
+    x = (10 ** (-80 / 20) * np.sin(2 * np.pi * 1234.5 * t)).astype(np.float32)
+    for role in Role:
+        assert len(extract_peaks([x], DEFAULT_PARAMS, role)) > 0
 
 
 def test_freq_cells_are_monotonic_and_band_limited():

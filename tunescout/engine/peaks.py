@@ -75,8 +75,7 @@ class PeakPicker:
         k_lo, k_hi = _band_bins(params)  # in columns of the frames fed:
         self._k_lo, self._k_hi = k_lo - self._first_bin, k_hi - self._first_bin
         full_scale = math.log((params.n_fft / 4) ** 2)  # log power of a full-scale sine's peak bin (Hann)
-        floor_db = params.peak_floor_db if role is Role.REFERENCE else params.query_peak_floor_db
-        self._floor = full_scale + floor_db / 10 * math.log(10)
+        self._floor = full_scale + params.peak_floor_db / 10 * math.log(10)
         self._buf = np.empty((0, last - self._first_bin), np.float32)
         self._buf_start = 0  # absolute frame index of self._buf[0]
         self._scanned = 0  # frames before this have been scanned for candidates
