@@ -110,15 +110,16 @@ class MatchParams:
     # and finds as many phone recordings on the dev corpus (91 of 100 at 7 and at 10, 89 at 6)
     jitter_fan_out: int = 7
     # targets per anchor of the triplets hashed under each speed/tempo hypothesis (28 triplets per anchor,
-    # where `query_fan_out` = 10 forms 45): twelve hypotheses make most of a hard clip's lookup. On the dev
-    # corpus (5,460 queries) 8 instead of 10 finds 4 fewer (10 s speed/tempo clips one more, 3 s speed
-    # clips 2 fewer) at 0.7x the match time; 7 finds 12 fewer
+    # where `query_fan_out` = 10 forms 45): the hypotheses make most of a hard clip's lookup. On the dev
+    # corpus (5,460 queries, twelve hypotheses then) 8 instead of 10 finds 4 fewer (10 s speed/tempo clips
+    # one more, 3 s speed clips 2 fewer) at 0.7x the match time; 7 finds 12 fewer
     hypothesis_fan_out: int = 8
     # ... lowered for long clips, whose many anchors give evidence enough: at most this many triplets per
     # hypothesis (a clip forms about 1,450 per second at fan-out 8, so 5 s clips keep 8 and 10 s clips get
-    # 6), never below `hypothesis_min_fan_out`. On the dev corpus 10 s clips find as many at 6 as at 8
-    # (all speed, tempo, noise and phone clips: one more, speed -5 %) with 0.6x the hashes looked up
-    hypothesis_max_triplets: int = 8_500
+    # 5-6), never below `hypothesis_min_fan_out`. On the dev corpus 10 s clips find as many at 6 as at 8
+    # (all speed, tempo, noise and phone clips: one more, speed -5 %) with 0.6x the hashes looked up; 7,300
+    # (from 8,500) keeps the lookup of 14 hypotheses near that of the earlier 12
+    hypothesis_max_triplets: int = 7_300
     hypothesis_min_fan_out: int = 4
     # a clip longer than this (s) is first looked up over the span of this length where its peaks are
     # densest (a silent or quiet start is skipped), and the speed/tempo and +-1-frame stages read only
@@ -126,9 +127,17 @@ class MatchParams:
     # recording may hold the music anywhere). At 10,000 tracks whole 2.5-4-minute songs took 113-247 ms
     # to name over all of it, and ones that matched nothing 240-770 ms (475k-770k hashes). 0 = the whole clip
     long_clip_window_s: float = 20.0
-    # speed (tempo and pitch together) and tempo (pitch kept) hypotheses tried when the plain query fails
-    speed_factors: tuple[float, ...] = (0.955, 0.97, 0.985, 1.015, 1.03, 1.045)
-    tempo_factors: tuple[float, ...] = (0.955, 0.97, 0.985, 1.015, 1.03, 1.045)
+    # speed (tempo and pitch together) and tempo (pitch kept) hypotheses tried when the plain query fails.
+    # A speed change moves every peak's frequency cell (0.5 % is 0.3-0.7 cell from 300 Hz to 3 kHz) and a
+    # triplet hash needs all three cells exact, so the speed grid must be fine: at the earlier 1.5 % steps
+    # a clip between two of them (0.75 % off) lost most of its hashes. Measured over every speed from -5 to
+    # +5 % in 0.25 % steps (bench/speed_sweep.py, dev corpus, 10 s clips with white noise at SNR 10 dB):
+    # 1.5 % steps 87 % on average and 30 % at the worst speed, 1.25 % steps 93 / 82 %, 1 % steps 94 / 85 %
+    # (3 s clean clips: 77 / 15, 86 / 60, 92 / 78 %); beyond the last factor recall falls within 0.5 %.
+    # A tempo change keeps the cells and only stretches frame distances, which the offset window and
+    # rounding absorb: 2.5 % steps find as many as 1.5 % (94 % on the same sweep) with 4 hypotheses
+    speed_factors: tuple[float, ...] = (0.95, 0.96, 0.97, 0.98, 0.99, 1.01, 1.02, 1.03, 1.04, 1.05)
+    tempo_factors: tuple[float, ...] = (0.95, 0.975, 1.025, 1.05)
 
     def __post_init__(self) -> None:
         n = len(self.speed_factors) + len(self.tempo_factors)
