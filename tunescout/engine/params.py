@@ -25,10 +25,11 @@ class FingerprintParams:
     f_max_hz: float = 3400.0  # Hz; above, low-pass, phone band and low-bitrate codecs drop it
     # dB below a full-scale sine: quieter cells are never peaks. Above the dither of 16-bit silence (+-2
     # LSB gives none), and far enough below music that a quiet recording or a quietly mastered track keeps
-    # its peaks: at the earlier -70 dB a clip 45 dB quieter than its track was found 57 % of the time and
-    # one 60 dB quieter never (now 100 % and 92 %), and a track stored 45 dB quieter kept 5 % of its hashes
-    # (now 91 %). Lowering it only adds peaks where fewer than the density allows were above it (quiet
-    # passages): fingerprints stored with a higher floor still match, so it is not in FINGERPRINT_VERSION
+    # its peaks (bench/level_bench.py, 150 clips, 129 found at full level): at the earlier -70 dB clips
+    # 45 dB quieter than their track were found 69 times and 60 dB quieter never (now 127 and 117), and
+    # a track stored 45 dB quieter kept 5 % of its hashes (now 92 %). Lowering it only adds peaks where
+    # fewer than the density allows were above it (quiet passages): fingerprints stored with a higher
+    # floor still match, so it is not in FINGERPRINT_VERSION
     peak_floor_db: float = -100.0
     peak_block_frames: int = 32  # frames; density is controlled per block of this many frames
     ref_peak_time_radius: int = 6  # frames: a stored peak is the maximum of +-this many frames ...
