@@ -420,6 +420,16 @@ def ingest_corpus(tracks: Sequence[Track], store: Path, jobs: int) -> dict[str, 
 # -- 3. queries ----------------------------------------------------------------------------------------
 
 
+def right_answer(query: Query, track: str | None, offset_s: float | None) -> bool:
+    """The answer (top track's title and offset) names the clip's track within OFFSET_TOLERANCE_S."""
+    return (
+        query.source_track is not None
+        and track == query.source_track
+        and offset_s is not None
+        and abs(offset_s - query.start_s) <= OFFSET_TOLERANCE_S
+    )
+
+
 @dataclass(frozen=True)
 class QueryOutcome:
     query: Query
@@ -438,11 +448,7 @@ class QueryOutcome:
 
     @property
     def hit(self) -> bool:
-        return (
-            self.track_hit
-            and self.offset_s is not None
-            and abs(self.offset_s - self.query.start_s) <= OFFSET_TOLERANCE_S
-        )
+        return right_answer(self.query, self.top_track, self.offset_s)
 
     @property
     def hit_or_repeat(self) -> bool:

@@ -29,11 +29,12 @@ import numpy as np
 from engine_bench import (
     FINGERPRINT_VERSION,
     MATCH_PARAMS,
-    OFFSET_TOLERANCE_S,
     PARAMS,
     Query,
     _git_describe,
+    _titles,
     load_queries,
+    right_answer,
 )
 
 from tunescout.engine.decode import decode_all
@@ -71,17 +72,14 @@ def store_tracks(
 def right_answers(
     shard: EmbeddedShard, clips: Sequence[tuple[Query, np.ndarray]], params: FingerprintParams
 ) -> int:
-    titles = {tid: rec.title for tid, rec in shard.get_tracks(range(1, 10_000)).items()}
-    sizes, stored = shard_track_sizes(shard), shard.stats().n_hashes
+    titles, sizes, stored = _titles(shard), shard_track_sizes(shard), shard.stats().n_hashes
     right = 0
     for q, pcm in clips:
         found = match_peaks(
             extract_peaks([pcm], params, Role.QUERY), shard.lookup, sizes, params, MATCH_PARAMS, stored
         )
-        right += bool(found) and (
-            titles.get(found[0].track_id) == q.source_track
-            and abs(found[0].offset_s - q.start_s) <= OFFSET_TOLERANCE_S
-        )
+        top = found[0] if found else None
+        right += right_answer(q, titles.get(top.track_id) if top else None, top.offset_s if top else None)
     return right
 
 

@@ -29,11 +29,11 @@ import numpy as np
 from engine_bench import (
     FINGERPRINT_VERSION,
     MATCH_PARAMS,
-    OFFSET_TOLERANCE_S,
     PARAMS,
     _git_describe,
     _titles,
     load_queries,
+    right_answer,
 )
 from match_ab import variant
 
@@ -111,10 +111,9 @@ def main() -> None:
                         t0 = time.perf_counter()
                         found = match_peaks(peaks, shard.lookup, sizes, PARAMS, mp, stored)
                         ms[key].append(1e3 * (time.perf_counter() - t0))
-                        hits[key] += bool(found) and (
-                            titles.get(found[0].track_id) == q.source_track
-                            and abs(found[0].offset_s - q.start_s) <= OFFSET_TOLERANCE_S
-                        )
+                        top = found[0] if found else None
+                        track = titles.get(top.track_id) if top else None
+                        hits[key] += right_answer(q, track, top.offset_s if top else None)
                 for key in settings:
                     right[key].append(hits[key])
             inner = np.abs(changes) <= 5.0

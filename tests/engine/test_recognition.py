@@ -54,6 +54,11 @@ def excerpt(pcm, name: str, start_s: float, seconds: float) -> np.ndarray:
     return pcm[name][int(start_s * SR) : int((start_s + seconds) * SR)]
 
 
+def as_16_bit(pcm: np.ndarray) -> np.ndarray:
+    """`pcm` rounded to 16-bit steps, as a file would hold it (what is left of a very quiet recording)."""
+    return (np.round(pcm * 32767) / 32767).astype(np.float32)
+
+
 def assert_found(shard, results, name: str, start_s: float) -> None:
     assert results, f"{name} not recognised"
     best = results[0]
@@ -73,15 +78,14 @@ def test_clean_excerpts(shard, pcm, name, seconds):
 @pytest.mark.parametrize("gain_db", [-40, -60])
 def test_quiet_excerpt(shard, pcm, gain_db):
     """A recording far quieter than the stored track (a phone at low gain), kept as 16-bit samples."""
-    clip = excerpt(pcm, "elvish-theme", 20.0, 5.0) * 10 ** (gain_db / 20)
-    quiet = np.round(clip * 32767) / 32767
+    quiet = as_16_bit(excerpt(pcm, "elvish-theme", 20.0, 5.0) * 10 ** (gain_db / 20))
     assert_found(shard, recognise(shard, quiet), "elvish-theme", 20.0)
 
 
 def test_quietly_stored_track_is_found_by_a_clip_at_normal_level(tmp_path, pcm):
     """A track mastered (or captured) 60 dB quieter than usual keeps its peaks when stored."""
-    quiet = np.round(pcm["elvish-theme"] * 10 ** (-60 / 20) * 32767) / 32767
-    fp = fingerprint_pcm(quiet.astype(np.float32), DEFAULT_PARAMS, Role.REFERENCE)
+    quiet = as_16_bit(pcm["elvish-theme"] * 10 ** (-60 / 20))
+    fp = fingerprint_pcm(quiet, DEFAULT_PARAMS, Role.REFERENCE)
     with EmbeddedShard(tmp_path, fingerprint_version=FINGERPRINT_VERSION) as store:
         meta = TrackMeta(file_sha1="0" * 40, title="elvish-theme", duration_s=quiet.size / SR)
         store.ingest(meta, fp.hashes, fp.offsets)
@@ -89,8 +93,7 @@ def test_quietly_stored_track_is_found_by_a_clip_at_normal_level(tmp_path, pcm):
 
 
 def test_quiet_unstored_excerpt_gives_no_result(shard, pcm):
-    clip = excerpt(pcm, UNSTORED, 20.0, 10.0) * 10 ** (-60 / 20)
-    assert recognise(shard, np.round(clip * 32767) / 32767) == []
+    assert recognise(shard, as_16_bit(excerpt(pcm, UNSTORED, 20.0, 10.0) * 10 ** (-60 / 20))) == []
 
 
 @pytest.mark.parametrize("snr_db", [10, 5])
