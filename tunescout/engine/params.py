@@ -25,7 +25,7 @@ class FingerprintParams:
     f_max_hz: float = 3400.0  # Hz; above, low-pass, phone band and low-bitrate codecs drop it
     # dB below a full-scale sine: quieter cells are never peaks. Above the dither of 16-bit silence (+-2
     # LSB gives none), and far enough below music that a quiet recording or a quietly mastered track keeps
-    # its peaks (bench/level_bench.py, 150 clips, 129 found at full level): at the earlier -70 dB clips
+    # its peaks (bench/level_bench.py, 150 clips, 128 found at full level): at the earlier -70 dB clips
     # 45 dB quieter than their track were found 69 times and 60 dB quieter never (now 127 and 117), and
     # a track stored 45 dB quieter kept 5 % of its hashes (now 92 %). Lowering it only adds peaks where
     # fewer than the density allows were above it (quiet passages): fingerprints stored with a higher
