@@ -142,6 +142,33 @@ def test_short_excerpt_at_any_speed(shard, pcm, name, speed):
     assert_found(shard, recognise(shard, clip), name, start)
 
 
+@pytest.mark.parametrize("speed", [0.9625, 1.0375])
+def test_the_hypothesis_screen_hashes_two_hypotheses_in_full(shard, pcm, speed):
+    """Every speed/tempo hypothesis is screened with a few triplets per anchor and only the likeliest two
+    are hashed in full: far fewer hashes looked up than hashing all of them in full, the same answer."""
+    start = 12.0
+    source = excerpt(pcm, "breaking_the_chains", start, 10.0 * speed + 0.1)
+    clip = np.interp(np.arange(0, 10.0 * SR) * speed, np.arange(source.size), source)
+    peaks = extract_peaks([clip.astype(np.float32)], DEFAULT_PARAMS, Role.QUERY)
+    looked: dict[str, int] = {}
+
+    def counting(label):
+        def lookup(hashes, cap):
+            looked[label] = looked.get(label, 0) + hashes.size
+            return shard.lookup(hashes, cap)
+
+        return lookup
+
+    sizes = shard_track_sizes(shard)
+    full = match_peaks(peaks, counting("full"), sizes, match_params=MatchParams(hypothesis_screen_keep=0))
+    screened = match_peaks(peaks, counting("screened"), sizes)
+    assert_found(shard, full, "breaking_the_chains", start)
+    assert_found(shard, screened, "breaking_the_chains", start)
+    # the winning hypothesis was hashed in full, not only screened: as much evidence as hashing all
+    assert (screened[0].speed, screened[0].matches) == (full[0].speed, full[0].matches)
+    assert looked["screened"] < 0.7 * looked["full"], looked
+
+
 def test_unstored_track_gives_no_result(shard, pcm):
     for start in (0.0, 10.0, 19.0):
         assert recognise(shard, excerpt(pcm, UNSTORED, start, 10.0)) == []

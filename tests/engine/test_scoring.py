@@ -200,3 +200,11 @@ def test_match_params_refuse_a_minimum_fan_out_that_forms_no_triplet() -> None:
     for bad in (1, 9):
         with pytest.raises(ValueError, match="hypothesis_min_fan_out"):
             MatchParams(hypothesis_fan_out=8, hypothesis_min_fan_out=bad)
+
+
+def test_match_params_refuse_a_negative_screen() -> None:
+    MatchParams(hypothesis_screen_keep=0)  # no screen: every hypothesis hashed in full
+    with pytest.raises(ValueError, match="hypothesis_screen_keep"):
+        MatchParams(hypothesis_screen_keep=-1)
+    with pytest.raises(ValueError, match="hypothesis_screen_triplets"):
+        MatchParams(hypothesis_screen_triplets=0)

@@ -1,14 +1,15 @@
 """Recognise a query: hash its peaks, look the hashes up, score, and try speed/tempo hypotheses if needed.
 
 The plain hypothesis runs first, over the whole clip; most clips end there. Only when it finds nothing
-confident (or its matches drift around the offset, as a tempo change makes them) are the speed (pitch
-and tempo together) and tempo (pitch kept) hypotheses hashed, looked up in ONE batched lookup (one round
-trip per shard, whatever the number of hypotheses) and scored in one pass, each hypothesis's bins apart;
-the plain run's candidates are kept, not scored again. A clip still without a confident answer gets one
-last lookup: its plain triplets with every target moved by a frame (`MatchParams.jitter_frames`), which
-finds phone recordings whose reverb moved their peaks. No stage looks up a hash an earlier one did
-(`_Looked`). A long clip is looked up over its busiest `MatchParams.long_clip_window_s` first, and
-the later stages read only that span (`densest_window`).
+confident (or its matches drift around the offset, as a tempo change makes them) are the speed (pitch and
+tempo together) and tempo (pitch kept) hypotheses tried: each hashed from a few triplets per anchor first
+(the screen), looked up in ONE batched lookup (one round trip per shard, whatever the number of
+hypotheses) and scored in one pass, each hypothesis's bins apart; then the likeliest two hashed in full
+(`MatchParams.hypothesis_screen_keep`). The plain run's candidates are kept, not scored again. A clip
+still without a confident answer gets one last lookup: its plain triplets with every target moved by a
+frame (`MatchParams.jitter_frames`), which finds phone recordings whose reverb moved their peaks. No
+stage looks up a hash an earlier one did (`_Looked`). A long clip is looked up over its busiest
+`MatchParams.long_clip_window_s` first, and the later stages read only that span (`densest_window`).
 """
 
 from __future__ import annotations
@@ -162,27 +163,23 @@ def match_peaks(
     peaks = window
     hyp = _hypotheses(match_params)
     if hyp:
-        # every hypothesis hashed, looked up in one batch and scored in one pass (its rows grouped by it)
         fan_out = narrow.fan_out_within(
             match_params.hypothesis_fan_out,
             match_params.hypothesis_max_triplets,
             match_params.hypothesis_min_fan_out,
         )
-        hyp_params, hyp_landmarks = narrow.landmarks(fan_out)
-        prints = [
-            hashes_from_peaks(peaks, hyp_params, Role.QUERY, speed=s, tempo=r, landmarks=hyp_landmarks)
-            for s, r in hyp
-        ]
-        fp = Fingerprint(
-            hashes=np.concatenate([f.hashes for f in prints]),
-            offsets=np.concatenate([f.offsets for f in prints]),
+        keep = match_params.hypothesis_screen_keep
+        screen_fan_out = narrow.fan_out_within(fan_out, match_params.hypothesis_screen_triplets, 2)
+        if 0 < keep < len(hyp) and screen_fan_out < fan_out:
+            # the screen: every hypothesis with a few triplets per anchor; the likeliest `keep` go on
+            screened = _hypothesis_candidates(
+                peaks, narrow, screen_fan_out, hyp, looked, match_params, top=top, min_window=1
+            )
+            candidates += [c for c in screened if c.distinct_frames >= needed]
+            hyp = _likeliest(hyp, screened, keep)
+        candidates += _hypothesis_candidates(
+            peaks, narrow, fan_out, hyp, looked, match_params, top=top, min_window=needed
         )
-        groups = np.repeat(np.arange(len(hyp), dtype=np.int8), [len(f) for f in prints])
-        index = index_hashes(fp.hashes)
-        candidates += rank_offsets(
-            fp, index, looked(index.unique), match_params,
-            hypotheses=hyp, groups=groups, top=top, min_window=needed,
-        )  # fmt: skip
         results = _rank(candidates, track_sizes, params, match_params, stored_hashes)[0]
     if match_params.jitter_frames and not (
         results and results[0].confidence >= match_params.early_exit_confidence
@@ -191,6 +188,47 @@ def match_peaks(
         candidates += _jitter_candidates(peaks, plain, narrow, looked, match_params, needed)
         results = _rank(candidates, track_sizes, params, match_params, stored_hashes)[0]
     return results
+
+
+def _hypothesis_candidates(
+    peaks: Peaks,
+    narrow: _Narrower,
+    fan_out: int,
+    hyp: list[tuple[float, float]],
+    looked: _Looked,
+    match_params: MatchParams,
+    *,
+    top: int,
+    min_window: int,
+) -> list[Candidate]:
+    """Candidates of the query's landmarks at `fan_out` hashed under each hypothesis: looked up in one
+    batch and scored in one pass (each hypothesis's rows grouped by it)."""
+    hyp_params, hyp_landmarks = narrow.landmarks(fan_out)
+    prints = [
+        hashes_from_peaks(peaks, hyp_params, Role.QUERY, speed=s, tempo=r, landmarks=hyp_landmarks)
+        for s, r in hyp
+    ]
+    fp = Fingerprint(
+        hashes=np.concatenate([f.hashes for f in prints]),
+        offsets=np.concatenate([f.offsets for f in prints]),
+    )
+    groups = np.repeat(np.arange(len(hyp), dtype=np.int8), [len(f) for f in prints])
+    index = index_hashes(fp.hashes)
+    return rank_offsets(
+        fp, index, looked(index.unique), match_params,
+        hypotheses=hyp, groups=groups, top=top, min_window=min_window,
+    )  # fmt: skip
+
+
+def _likeliest(
+    hyp: list[tuple[float, float]], screened: list[Candidate], keep: int
+) -> list[tuple[float, float]]:
+    """The `keep` hypotheses whose best screened candidate holds the most distinct frames (ties: in grid
+    order)."""
+    best = dict.fromkeys(hyp, 0)
+    for c in screened:
+        best[(c.speed, c.tempo)] = max(best[(c.speed, c.tempo)], c.distinct_frames)
+    return sorted(hyp, key=lambda h: -best[h])[:keep]
 
 
 def _plain_landmarks(peaks: Peaks, params: FingerprintParams) -> tuple[_Narrower, Fingerprint]:
