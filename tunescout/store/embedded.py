@@ -510,8 +510,11 @@ class EmbeddedShard:
                     f"shard {self.path} is full: {base_frame} of {FRAME_SPACE} frame addresses used, the "
                     f"track needs {n_frames}. Add a shard and ingest new tracks there."
                 )
-            # adding a constant keeps rows sorted by (hash, value): the sort happened outside the lock
-            row_values = row_offsets + np.uint32(base_frame)
+            # adding a constant keeps rows sorted by (hash, value): the sort happened outside the lock.
+            # In place, and the rows are let go once encoded: a 3-hour track's rows are 31 MB, and the
+            # peak RSS of its ingest is bounded (bench/engine_bench.py)
+            row_values = row_offsets
+            row_values += np.uint32(base_frame)
             n_rows = int(row_hashes.shape[0])
             blob = b""
             if n_rows:
@@ -520,6 +523,7 @@ class EmbeddedShard:
                 blob = encode_segment(
                     row_hashes, row_values, fingerprint_version=self.fingerprint_version, hash_bits=hash_bits
                 )
+            del row_hashes, row_offsets, row_values
             created_at = time.time()
             with self._transaction() as txn:
                 track_id = _insert_track(txn, meta, n_rows, base_frame, n_frames, created_at)
