@@ -125,11 +125,12 @@ class MatchParams:
     # (fan-out 2-4: the strongest targets, a subset of the full landmarks), looked up and scored; only the
     # `hypothesis_screen_keep` whose best (track, offset) bin holds the most frames are then hashed in full
     # (the screen's hashes are not looked up again). A speed between two grid points shows on both
-    # neighbours. Measured against hashing all 14 in full (7,300 triplets): at 10,000 tracks (624 clips)
-    # 40 % fewer hashes looked up, p50 10.5 -> 8.1 ms, p99 35 -> 31 ms, answers the same but one (a repeat
-    # in its track); 5,460 clips at 165 tracks net 0; bench/speed_sweep.py 10 s noisy speed 93.9 -> 94.1 %,
-    # tempo 93.7 -> 94.2 %, 3 s clean speed 92.4 % both. Keeping 3 finds a little more (speed 94.4 %) at
-    # 2/3 of the saving; screens of 700 triplets lost up to 0.9 %. 0 hashes every hypothesis in full
+    # neighbours. Measured against hashing all 14 in full (7,300 triplets), bench/results/match_ab_screen:
+    # at 10,000 tracks (624 clips) 36 % fewer hashes looked up, p50 10.4 -> 8.4 ms, p99 32 -> 29 ms, the
+    # same answers but one (a repeat in its track); 5,460 clips at 165 tracks net 0; speed_sweep_screen.json:
+    # 10 s noisy speed 93.9 -> 94.1 % (worst 85 -> 82.5), tempo 93.7 -> 94.2 %, 3 s clean speed 92.4 % both.
+    # Keeping 3 finds a little more (speed 94.4 %) at 2/3 of the saving; screens of 700 triplets lost up
+    # to 0.9 %. 0 hashes every hypothesis in full
     hypothesis_screen_keep: int = 2
     hypothesis_screen_triplets: int = 1_500
     # a clip longer than this (s) is first looked up over the span of this length where its peaks are
