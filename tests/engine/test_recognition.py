@@ -2,6 +2,7 @@
 clean, noisy, MP3-re-encoded, speed- and tempo-changed excerpts recognised with track and offset."""
 
 import io
+from collections.abc import Hashable
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,8 +16,9 @@ from tunescout.engine.fingerprint import extract_peaks, fingerprint_audio, finge
 from tunescout.engine.match import TrackMatch, densest_window, match_peaks, shard_track_sizes
 from tunescout.engine.params import DEFAULT_PARAMS, FINGERPRINT_VERSION, MatchParams
 from tunescout.engine.peaks import Peaks, Role
-from tunescout.engine.score import Candidate, calibrated_confidence, frames_needed
+from tunescout.engine.score import Candidate, Lookup, calibrated_confidence, frames_needed
 from tunescout.store import EmbeddedShard, TrackMeta
+from tunescout.store.shard import Postings
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 STORED = ["battle-epic", "breaking_the_chains", "elvish-theme"]
@@ -57,6 +59,16 @@ def excerpt(pcm, name: str, start_s: float, seconds: float) -> np.ndarray:
 def as_16_bit(pcm: np.ndarray) -> np.ndarray:
     """`pcm` rounded to 16-bit steps, as a file would hold it (what is left of a very quiet recording)."""
     return (np.round(pcm * 32767) / 32767).astype(np.float32)
+
+
+def counted_lookup(shard, looked: dict, key: Hashable) -> Lookup:
+    """`shard.lookup` that adds the number of hashes each call asks for to `looked[key]`."""
+
+    def lookup(hashes: np.ndarray, cap: int) -> Postings:
+        looked[key] = looked.get(key, 0) + hashes.size
+        return shard.lookup(hashes, cap)
+
+    return lookup
 
 
 def assert_found(shard, results, name: str, start_s: float) -> None:
@@ -151,17 +163,10 @@ def test_the_hypothesis_screen_hashes_two_hypotheses_in_full(shard, pcm, speed):
     clip = np.interp(np.arange(0, 10.0 * SR) * speed, np.arange(source.size), source)
     peaks = extract_peaks([clip.astype(np.float32)], DEFAULT_PARAMS, Role.QUERY)
     looked: dict[str, int] = {}
-
-    def counting(label):
-        def lookup(hashes, cap):
-            looked[label] = looked.get(label, 0) + hashes.size
-            return shard.lookup(hashes, cap)
-
-        return lookup
-
     sizes = shard_track_sizes(shard)
-    full = match_peaks(peaks, counting("full"), sizes, match_params=MatchParams(hypothesis_screen_keep=0))
-    screened = match_peaks(peaks, counting("screened"), sizes)
+    no_screen = MatchParams(hypothesis_screen_keep=0)
+    full = match_peaks(peaks, counted_lookup(shard, looked, "full"), sizes, match_params=no_screen)
+    screened = match_peaks(peaks, counted_lookup(shard, looked, "screened"), sizes)
     assert_found(shard, full, "breaking_the_chains", start)
     assert_found(shard, screened, "breaking_the_chains", start)
     # the winning hypothesis was hashed in full, not only screened: as much evidence as hashing all
@@ -241,12 +246,8 @@ def test_a_long_clip_is_matched_over_its_busiest_span(shard, pcm):
     for what, (clip, name, offset_s) in clips.items():
         peaks = extract_peaks([clip.astype(np.float32)], DEFAULT_PARAMS, Role.QUERY)
         for window_s in (0.0, 8.0):
-
-            def counted(hashes: np.ndarray, cap: int, key: tuple[str, float] = (what, window_s)):
-                looked[key] = looked.get(key, 0) + hashes.size
-                return shard.lookup(hashes, cap)
-
             params = MatchParams(long_clip_window_s=window_s)
+            counted = counted_lookup(shard, looked, (what, window_s))
             results = match_peaks(peaks, counted, sizes, match_params=params)
             if name is None:
                 assert results == []
