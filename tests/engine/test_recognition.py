@@ -174,6 +174,35 @@ def test_the_hypothesis_screen_hashes_two_hypotheses_in_full(shard, pcm, speed):
     assert looked["screened"] < 0.7 * looked["full"], looked
 
 
+def test_a_passage_the_track_repeats_runs_the_later_stages(tmp_path, shard, pcm):
+    """The plain lookup ends a clear answer; where another place comes as close (here the track plays the
+    passage twice) the later stages run for more evidence, and the answer is one of the two places. The
+    loop is a whole number of peak blocks long (30 x 32 frames, 15.36 s), so both copies store the same
+    peaks."""
+    loop = 30 * DEFAULT_PARAMS.peak_block_frames * DEFAULT_PARAMS.hop
+    looped = np.concatenate([pcm["battle-epic"][:loop]] * 2)
+    store = EmbeddedShard(tmp_path, fingerprint_version=FINGERPRINT_VERSION)
+    fp = fingerprint_pcm(looped)
+    store.ingest(TrackMeta(file_sha1="1" * 40, title="looped"), fp.hashes, fp.offsets)
+    never_contested = MatchParams(early_exit_rival_share=float("inf"))
+    looked: dict[tuple[str, str], int] = {}
+    for where, shard_, clip in (
+        ("repeat", store, excerpt(pcm, "battle-epic", 2.0, 10.0)),
+        ("unique", shard, excerpt(pcm, "elvish-theme", 2.0, 10.0)),
+    ):
+        peaks = extract_peaks([clip], DEFAULT_PARAMS, Role.QUERY)
+        sizes = shard_track_sizes(shard_)
+        for rule, params in (("default", MatchParams()), ("never", never_contested)):
+            lookup = counted_lookup(shard_, looked, (where, rule))
+            results = match_peaks(peaks, lookup, sizes, match_params=params)
+            assert results and results[0].confidence >= 0.99
+            if where == "repeat":
+                assert min(abs(results[0].offset_s - 2.0), abs(results[0].offset_s - 2.0 - loop / SR)) <= 0.1
+    store.close()
+    assert looked[("unique", "default")] == looked[("unique", "never")], looked
+    assert looked[("repeat", "default")] > 2 * looked[("repeat", "never")], looked
+
+
 def test_unstored_track_gives_no_result(shard, pcm):
     for start in (0.0, 10.0, 19.0):
         assert recognise(shard, excerpt(pcm, UNSTORED, start, 10.0)) == []

@@ -208,3 +208,10 @@ def test_match_params_refuse_a_negative_screen() -> None:
         MatchParams(hypothesis_screen_keep=-1)
     with pytest.raises(ValueError, match="hypothesis_screen_triplets"):
         MatchParams(hypothesis_screen_triplets=0)
+
+
+def test_match_params_refuse_a_rival_share_of_zero() -> None:
+    MatchParams(early_exit_rival_share=float("inf"))  # never contested: the plain answer always ends it
+    for bad in (0.0, -0.5):
+        with pytest.raises(ValueError, match="early_exit_rival_share"):
+            MatchParams(early_exit_rival_share=bad)

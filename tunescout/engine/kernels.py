@@ -743,7 +743,7 @@ def describe_windows(
     delta_bias: int,
     tol: int,
     drift: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """For each chosen bin c, whose matches are keys[lo[c]:hi[c]] (sorted: by offset difference
     `(key & delta_mask) - delta_bias`) with the query frames they come from (`frames`, >= 0):
     (offset, distinct frames, matches, nearby frames) of the window of +-tol, centred on an offset
@@ -755,12 +755,15 @@ def describe_windows(
     elsewhere in the track; ranking them by distinct (offset, frame) pairs lets a passage whose matches
     straddle two offsets (each frame counted at both) outrank the clip's own place. Those pairs only
     break ties of distinct frames (then the lowest offset wins): frames of a noisy clip's true place
-    match at neighbouring offsets too."""
+    match at neighbouring offsets too. A fifth array, `rival frames`, holds the most distinct frames of a
+    window centred more than `drift` away from the chosen one (0 if none): the evidence of another place
+    in the same track, such as a repeat of the clip's passage."""
     n_bins = lo.shape[0]
     out_offset = np.empty(n_bins, np.int64)
     out_frames = np.empty(n_bins, np.int64)
     out_matches = np.empty(n_bins, np.int64)
     out_nearby = np.empty(n_bins, np.int64)
+    out_rival = np.zeros(n_bins, np.int64)
     top_frame = 0
     for c in range(n_bins):
         for i in range(lo[c], hi[c]):
@@ -774,6 +777,7 @@ def describe_windows(
     run_delta = np.empty(0, np.int64)
     run_count = np.empty(0, np.int64)
     run_start = np.empty(1, np.int64)
+    run_window = np.empty(0, np.int64)
     for c in range(n_bins):
         a = lo[c]
         b = hi[c]
@@ -781,6 +785,7 @@ def describe_windows(
             run_delta = np.empty(b - a, np.int64)
             run_count = np.empty(b - a, np.int64)
             run_start = np.empty(b - a + 1, np.int64)
+            run_window = np.empty(b - a, np.int64)
         # runs of equal offset difference, each with its distinct query frames
         n_runs = 0
         i = a
@@ -821,12 +826,18 @@ def describe_windows(
                         distinct -= 1
                 pairs -= run_count[w_lo]
                 w_lo += 1
+            run_window[r] = distinct
             if distinct > best or (distinct == best and pairs > best_pairs):
                 best = distinct
                 best_pairs = pairs
                 centre = run_delta[r]
         for j in range(run_start[w_lo], run_start[w_hi]):
             in_window[frames[j]] = 0
+        rival = 0
+        for r in range(n_runs):
+            if abs(run_delta[r] - centre) > drift and run_window[r] > rival:
+                rival = run_window[r]
+        out_rival[c] = rival
         # its matches, and the frames near it
         pass_id += 1
         matches = 0
@@ -849,7 +860,7 @@ def describe_windows(
         out_frames[c] = frames_in
         out_matches[c] = matches
         out_nearby[c] = frames_near
-    return out_offset, out_frames, out_matches, out_nearby
+    return out_offset, out_frames, out_matches, out_nearby, out_rival
 
 
 def describe_windows_reference(
@@ -861,7 +872,7 @@ def describe_windows_reference(
     delta_bias: int,
     tol: int,
     drift: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """NumPy reference of `describe_windows`, bin by bin: every window's distinct frames by np.unique."""
     out = []
     for a, b in zip(lo, hi, strict=True):
@@ -873,14 +884,16 @@ def describe_windows_reference(
         pairs = [np.unique(np.stack([d, f])[:, np.abs(d - x) <= tol], axis=1).shape[1] for x in present]
         centre = present[np.lexsort((-np.asarray(pairs), -np.asarray(distinct)))[0]]
         in_window = np.abs(d - centre) <= tol
+        away = np.abs(present - centre) > drift
         out.append(
             (
                 round(float(d[in_window].mean())),
                 np.unique(f[in_window]).size,
                 int(in_window.sum()),
                 np.unique(f[np.abs(d - centre) <= drift]).size,
+                max(np.asarray(distinct)[away], default=0),
             )
         )
     if not out:
-        return tuple(np.empty(0, np.int64) for _ in range(4))  # type: ignore[return-value]
+        return tuple(np.empty(0, np.int64) for _ in range(5))  # type: ignore[return-value]
     return tuple(np.asarray(col, np.int64) for col in zip(*out, strict=True))  # type: ignore[return-value]

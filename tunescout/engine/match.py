@@ -1,14 +1,15 @@
 """Recognise a query: hash its peaks, look the hashes up, score, and try speed/tempo hypotheses if needed.
 
 The plain hypothesis runs first, over the whole clip; most clips end there. Only when it finds nothing
-confident (or its matches drift around the offset, as a tempo change makes them) are the speed (pitch and
+confident (or its matches drift around the offset, as a tempo change makes them, or another place comes
+close to its answer: a repeat of the passage, a remaster of the track) are the speed (pitch and
 tempo together) and tempo (pitch kept) hypotheses tried: each hashed from a few triplets per anchor first
 (the screen), looked up in ONE batched lookup (one round trip per shard, whatever the number of
 hypotheses) and scored in one pass, each hypothesis's bins apart; then the likeliest two hashed in full
 (`MatchParams.hypothesis_screen_keep`). The plain run's candidates are kept, not scored again. A clip
-still without a confident answer gets one last lookup: its plain triplets with every target moved by a
-frame (`MatchParams.jitter_frames`), which finds phone recordings whose reverb moved their peaks. No
-stage looks up a hash an earlier one did (`_Looked`). A long clip is looked up over its busiest
+still without a confident, uncontested answer gets one last lookup: its plain triplets with every target
+moved by a frame (`MatchParams.jitter_frames`), which finds phone recordings whose reverb moved their
+peaks. No stage looks up a hash an earlier one did (`_Looked`). A long clip is looked up over its busiest
 `MatchParams.long_clip_window_s` first, and the later stages read only that span (`densest_window`).
 """
 
@@ -151,13 +152,14 @@ def match_peaks(
         candidates += rank_offsets(
             part_plain, index, looked(index.unique), match_params, top=top, min_window=needed
         )
-        results, concentration = _rank(candidates, track_sizes, params, match_params, stored_hashes)
+        results, concentration, rival = _rank(candidates, track_sizes, params, match_params, stored_hashes)
         # matches spread around the offset (rather than piled in its window) mean the clip's tempo
         # differs: the plain answer may name the right track, but its offset drifts, so the hypotheses run
         if (
             results
             and results[0].confidence >= match_params.early_exit_confidence
             and concentration >= match_params.early_exit_concentration
+            and rival <= match_params.early_exit_rival_share
         ):
             return results
     peaks = window
@@ -180,9 +182,11 @@ def match_peaks(
         candidates += _hypothesis_candidates(
             peaks, narrow, fan_out, hyp, looked, match_params, top=top, min_window=needed
         )
-        results = _rank(candidates, track_sizes, params, match_params, stored_hashes)[0]
+        results, _, rival = _rank(candidates, track_sizes, params, match_params, stored_hashes)
     if match_params.jitter_frames and not (
-        results and results[0].confidence >= match_params.early_exit_confidence
+        results
+        and results[0].confidence >= match_params.early_exit_confidence
+        and rival <= match_params.early_exit_rival_share
     ):
         needed = frames_needed(match_params, stored_hashes, jittered=True)
         candidates += _jitter_candidates(peaks, plain, narrow, looked, match_params, needed)
@@ -322,15 +326,17 @@ def _rank(
     params: FingerprintParams,
     match_params: MatchParams,
     stored_hashes: int,
-) -> tuple[list[TrackMatch], float]:
-    """Tracks ranked by confidence (each at its best hypothesis), and how concentrated the best one's
+) -> tuple[list[TrackMatch], float, float]:
+    """Tracks ranked by confidence (each at its best hypothesis); how concentrated the best one's
     matches are: the share of the query frames matching near its offset that sit inside its offset window
-    (1.0 = no drift)."""
+    (1.0 = no drift); and how close a rival comes: the most distinct frames of another place (another
+    track, or the best one's track beyond +-`drift_frames` of its offset) over the best one's."""
     if not candidates:
-        return [], 0.0
+        return [], 0.0, 0.0
     sizes = track_sizes({c.track_id for c in candidates})
     best: dict[int, TrackMatch] = {}
     concentration: dict[int, float] = {}
+    rival_frames: dict[int, int] = {}
     for c in candidates:
         size = sizes.get(c.track_id)
         if size is None:
@@ -352,6 +358,11 @@ def _rank(
             tempo=c.tempo,
         )
         concentration[c.track_id] = c.distinct_frames / max(1, c.nearby_frames)
+        rival_frames[c.track_id] = c.rival_frames
     ranked = sorted(best.values(), key=lambda m: (-m.confidence, -m.matches))
     results = [m for m in ranked if m.confidence >= match_params.min_confidence][: match_params.max_results]
-    return results, (concentration[results[0].track_id] if results else 0.0)
+    if not results:
+        return results, 0.0, 0.0
+    top = results[0]
+    runner_up = max([rival_frames[top.track_id]] + [m.matches for m in ranked[1:]])
+    return results, concentration[top.track_id], runner_up / max(1, top.matches)

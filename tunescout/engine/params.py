@@ -97,6 +97,13 @@ class MatchParams:
     query_midpoint_per_doubling: float = 1.0
     early_exit_confidence: float = 0.99  # the plain hypothesis alone is trusted from this confidence up ...
     early_exit_concentration: float = 0.5  # ... when this share of nearby matching frames sits in its window
+    # ... and when no other place comes close: the runner-up (another track, or the answer's track more
+    # than `drift_frames` from its offset, as where the track repeats the passage or a remaster of it is
+    # also stored) holds at most this share of the answer's distinct frames. Closer contests run the later
+    # stages too, whose evidence (the hypotheses, the +-1-frame lookup) settles most of them: paired on all
+    # clips (bench/results/match_ab_rival.json and its note), held-out corpus +21 / -6 right answers at 7 %
+    # more hashes looked up, dev corpus +20 / -10; 0.75 and 0.5 gained no more for 20-40 % more hashes
+    early_exit_rival_share: float = 0.9
     drift_frames: int = 40  # frames; how far a 5 % tempo change drifts a 10 s clip's matches (about 0.6 s)
     max_results: int = 3
     # last try for clips still without a confident answer (reverb, heavy noise move peaks by a frame or
@@ -164,6 +171,11 @@ class MatchParams:
             raise ValueError(
                 "hypothesis_screen_keep must be >= 0 (0 = no screen) and hypothesis_screen_triplets >= 1, "
                 f"got {self.hypothesis_screen_keep} and {self.hypothesis_screen_triplets}"
+            )
+        if self.early_exit_rival_share <= 0:
+            raise ValueError(
+                "early_exit_rival_share must be > 0 (a share of the answer's frames), "
+                f"got {self.early_exit_rival_share}"
             )
         if not 2 <= self.hypothesis_min_fan_out <= self.hypothesis_fan_out:
             raise ValueError(
