@@ -101,8 +101,9 @@ class MatchParams:
     # than `drift_frames` from its offset, as where the track repeats the passage or a remaster of it is
     # also stored) holds at most this share of the answer's distinct frames. Closer contests run the later
     # stages too, whose evidence (the hypotheses, the +-1-frame lookup) settles most of them: paired on all
-    # clips (bench/results/match_ab_rival.json and its note), held-out corpus +21 / -6 right answers at 7 %
-    # more hashes looked up, dev corpus +20 / -10; 0.75 and 0.5 gained no more for 20-40 % more hashes
+    # clips, held-out corpus +21 / -6 right answers at 7 % more hashes looked up, dev corpus +20 / -10
+    # (bench/results/match_ab_rival_heldout.json, _dev.json); at 10,000 tracks p50 7.6 -> 8.6 ms
+    # (match_ab_rival.json). 0.75 and 0.5 gained no more for 20-40 % more hashes
     early_exit_rival_share: float = 0.9
     drift_frames: int = 40  # frames; how far a 5 % tempo change drifts a 10 s clip's matches (about 0.6 s)
     max_results: int = 3
