@@ -405,6 +405,42 @@ def test_merge_segments_refuses_damaged_input(tmp_path: Path) -> None:
     assert not (tmp_path / "m.tsseg").exists()
 
 
+@pytest.mark.parametrize("spread", ["clustered", "one_value_per_bucket_end"])
+def test_find_ranges_from_a_guess_matches_reference_in_crowded_uneven_buckets(spread: str) -> None:
+    """Buckets of more than INTERPOLATE_ROWS rows are searched from an interpolated guess: rows bunched
+    far from where even spreading puts them (clusters, or every row at the bucket's top or bottom) make
+    the search gallop a long way in both directions."""
+    rng = np.random.default_rng(5)
+    dir_bits, low_bits = 6, 16  # 22-bit hashes: 64 buckets of ~300 rows
+    prefixes = rng.integers(0, 1 << dir_bits, 20_000)
+    if spread == "clustered":
+        centres = rng.integers(0, 1 << low_bits, (1 << dir_bits, 3))
+        lows = centres[prefixes, rng.integers(0, 3, prefixes.size)] + rng.integers(-40, 40, prefixes.size)
+    else:
+        lows = np.where(
+            rng.random(prefixes.size) < 0.5, rng.integers(0, 8, prefixes.size), (1 << low_bits) - 1
+        )
+    lows = np.clip(lows, 0, (1 << low_bits) - 1)
+    hashes = np.sort(((prefixes << low_bits) | lows).astype(np.uint32))
+    values = np.arange(hashes.size, dtype=np.uint32)
+    segment = Segment.from_bytes(
+        encode_segment(hashes, values, fingerprint_version=FV, hash_bits=22, dir_bits=dir_bits), source="x"
+    )
+    assert segment.layout.low_bits == low_bits
+    assert np.diff(segment.directory.astype(np.int64)).min() > seg.INTERPOLATE_ROWS
+    queries = np.unique(
+        np.concatenate(
+            [hashes[::7], rng.integers(0, 1 << 22, 3000), hashes + 1, hashes - 1, [0, (1 << 22) - 1]]
+        ).astype(np.uint32)
+    )
+    ref_starts, ref_ends = seg.find_ranges_reference(segment.directory, segment.low_words, low_bits, queries)
+    starts, ends = np.empty(queries.shape[0], np.int64), np.empty(queries.shape[0], np.int64)
+    seg.find_ranges(segment.directory, segment.low_words, low_bits, 22, queries, starts, ends, True)
+    np.testing.assert_array_equal(starts, ref_starts)
+    np.testing.assert_array_equal(ends, ref_ends)
+    assert (ends - starts).max() > 1  # some hashes stored more than once
+
+
 def test_kernels_accept_a_uint64_directory() -> None:
     """Segments of 2**32 rows or more use a uint64 directory: too big to build here, so feed one directly."""
     rng = np.random.default_rng(11)
