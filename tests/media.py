@@ -22,8 +22,12 @@ def encode(
     video_codec: str | None = None,
     audio_rate_hz: int | None = None,
     source_rate_hz: int = SOURCE_RATE_HZ,
+    layout: str = "stereo",
 ) -> None:
-    """Encode (2, n) float32 PCM at `source_rate_hz`, with an optional tiny video track, into `target`."""
+    """Encode (2, n) float32 PCM at `source_rate_hz`, with an optional tiny video track, into `target`;
+    `layout` "mono" mixes the two channels down first (for codecs that take one, such as AMR)."""
+    if layout == "mono":
+        pcm = pcm.mean(axis=0, keepdims=True)
     destination = str(target) if isinstance(target, Path) else target
     with av.open(destination, "w", format=container_format) as out:
         video = None
@@ -33,7 +37,7 @@ def encode(
             video.codec_context.options = {"threads": "1"}  # a thread pool costs more than 64x48 frames
         audio = None
         if audio_codec:
-            audio = out.add_stream(audio_codec, rate=audio_rate_hz or source_rate_hz, layout="stereo")
+            audio = out.add_stream(audio_codec, rate=audio_rate_hz or source_rate_hz, layout=layout)
             if audio_codec == "vorbis":  # ffmpeg's own Vorbis encoder is marked experimental
                 audio.codec_context.options = {"strict": "-2"}
         hop = 4096  # samples per frame handed to the encoder, which re-frames them itself
@@ -41,7 +45,7 @@ def encode(
         for i in range(0, pcm.shape[1], hop):
             if audio is not None:
                 frame = av.AudioFrame.from_ndarray(
-                    np.ascontiguousarray(pcm[:, i : i + hop]), format="fltp", layout="stereo"
+                    np.ascontiguousarray(pcm[:, i : i + hop]), format="fltp", layout=layout
                 )
                 frame.sample_rate, frame.pts, frame.time_base = source_rate_hz, i, Fraction(1, source_rate_hz)
                 for packet in audio.encode(frame):

@@ -62,7 +62,9 @@ FORMATS: dict[str, tuple[str, str, str, str | None, int | None]] = {
     "mp3": (".mp3", "mp3", "libmp3lame", None, None),
     "mp4-h264-aac": (".mp4", "mp4", "aac", "libx264", None),
     "webm-vp8-opus": (".webm", "webm", "libopus", "libvpx", 48_000),
+    "3gp-amr": (".3gp", "3gp", "libopencore_amrnb", None, 8_000),  # a phone's voice recorder, mono
 }
+MONO = ("3gp-amr",)
 LOSSLESS = ("wav", "flac")
 
 
@@ -76,6 +78,7 @@ def write_format(directory: Path, name: str, seconds: float) -> Path:
         stereo_signal(seconds),
         video_codec=video_codec,
         audio_rate_hz=rate,
+        layout="mono" if name in MONO else "stereo",
     )
     return path
 
