@@ -20,7 +20,14 @@ import numpy as np
 import pytest
 
 from tests.media import SOURCE_RATE_HZ, encode
-from tunescout.engine.decode import SEEK_MIN_START_S, SPOOL_COPY_BYTES, PcmStream, decode_all, open_audio
+from tunescout.engine.decode import (
+    SEEK_MIN_START_S,
+    SPOOL_COPY_BYTES,
+    PcmStream,
+    ReadAhead,
+    decode_all,
+    open_audio,
+)
 from tunescout.engine.errors import (
     AudioError,
     ClipTooShortError,
@@ -373,6 +380,49 @@ def test_closing_early_stops_decoding(short_files: dict[str, Path]) -> None:
     with pytest.raises(RuntimeError):
         _ = stream.sha1
     assert list(iterator) == []
+
+
+def test_read_ahead_gives_the_stream_chunks_in_order_and_the_same_sha1(short_files: dict[str, Path]) -> None:
+    with open_audio(short_files["mp3"], sample_rate_hz=RATE_HZ, chunk_samples=1000) as stream:
+        with ReadAhead(stream) as chunks:
+            got = list(chunks)
+        assert stream.sha1 == decode_all(short_files["mp3"], sample_rate_hz=RATE_HZ)[1]
+    np.testing.assert_array_equal(
+        np.concatenate(got), decode_all(short_files["mp3"], sample_rate_hz=RATE_HZ)[0]
+    )
+    assert len(got) == math.ceil(SHORT_S * RATE_HZ / 1000)
+
+
+def test_read_ahead_raises_the_error_after_the_chunks_before_it() -> None:
+    def source():
+        yield np.zeros(3, np.float32)
+        yield np.ones(3, np.float32)
+        raise TruncatedAudioError("cut short")
+
+    got = []
+    with ReadAhead(source()) as chunks, pytest.raises(TruncatedAudioError, match="cut short"):
+        for chunk in chunks:
+            got.append(chunk)
+    assert [c.tolist() for c in got] == [[0.0] * 3, [1.0] * 3]
+
+
+def test_leaving_a_read_ahead_early_stops_its_thread() -> None:
+    produced = []
+
+    def endless():
+        while True:
+            produced.append(len(produced))
+            yield np.zeros(1, np.float32)
+
+    read_ahead = ReadAhead(endless(), depth=2)
+    with read_ahead as chunks:
+        for i, _ in enumerate(chunks):
+            if i == 2:
+                break
+    assert not read_ahead._thread.is_alive()
+    assert len(produced) <= 3 + 2 + 1  # the three read, the two queued, the one being put when it stopped
+    with pytest.raises(ValueError, match="depth"):
+        ReadAhead([], depth=0)
 
 
 # -- errors

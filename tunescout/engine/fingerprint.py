@@ -180,8 +180,8 @@ def analyse_audio(
         min_duration_s=params.min_clip_seconds,
         chunk_samples=int(params.chunk_seconds * params.sample_rate_hz),
     )
-    with stream:
-        peaks = extract_peaks(stream, params, role)
+    with stream, decode.ReadAhead(stream) as chunks:
+        peaks = extract_peaks(chunks, params, role)
     return AudioPeaks(
         peaks=peaks,
         file_sha1=stream.sha1,
