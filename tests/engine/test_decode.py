@@ -384,13 +384,31 @@ def test_closing_early_stops_decoding(short_files: dict[str, Path]) -> None:
 
 def test_read_ahead_gives_the_stream_chunks_in_order_and_the_same_sha1(short_files: dict[str, Path]) -> None:
     with open_audio(short_files["mp3"], sample_rate_hz=RATE_HZ, chunk_samples=1000) as stream:
-        with ReadAhead(stream) as chunks:
+        with ReadAhead(stream, chunk_samples=1000) as chunks:
             got = list(chunks)
+        assert chunks.threaded
         assert stream.sha1 == decode_all(short_files["mp3"], sample_rate_hz=RATE_HZ)[1]
     np.testing.assert_array_equal(
         np.concatenate(got), decode_all(short_files["mp3"], sample_rate_hz=RATE_HZ)[0]
     )
     assert len(got) == math.ceil(SHORT_S * RATE_HZ / 1000)
+
+
+def test_a_clip_of_one_chunk_is_read_without_a_thread_and_still_checked(short_files: dict[str, Path]) -> None:
+    whole = decode_all(short_files["mp3"], sample_rate_hz=RATE_HZ)[0]
+    chunk = int(SHORT_S * RATE_HZ) + 1000  # longer than the clip: one short chunk
+    with open_audio(short_files["mp3"], sample_rate_hz=RATE_HZ, chunk_samples=chunk) as stream:
+        with ReadAhead(stream, chunk_samples=chunk) as read_ahead:
+            got = list(read_ahead)
+        assert not read_ahead.threaded
+        assert stream.sha1 == pcm16_sha1(whole)
+    np.testing.assert_array_equal(np.concatenate(got), whole)
+    # the checks made at the end of the stream still run: too short for the minimum asked
+    with open_audio(
+        short_files["mp3"], sample_rate_hz=RATE_HZ, chunk_samples=chunk, min_duration_s=SHORT_S + 1
+    ) as stream:
+        with ReadAhead(stream, chunk_samples=chunk) as read_ahead, pytest.raises(ClipTooShortError):
+            list(read_ahead)
 
 
 def test_read_ahead_raises_the_error_after_the_chunks_before_it() -> None:

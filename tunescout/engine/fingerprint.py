@@ -172,15 +172,16 @@ def analyse_audio(
 ) -> AudioPeaks:
     """Decode (any format ffmpeg reads) and find the peaks, streaming. Raises `errors.AudioError`
     subclasses. A query stops here: forming its hashes is the matcher's work, per hypothesis."""
+    chunk_samples = int(params.chunk_seconds * params.sample_rate_hz)
     stream = decode.open_audio(
         source,
         sample_rate_hz=params.sample_rate_hz,
         start_s=start_s,
         duration_s=duration_s,
         min_duration_s=params.min_clip_seconds,
-        chunk_samples=int(params.chunk_seconds * params.sample_rate_hz),
+        chunk_samples=chunk_samples,
     )
-    with stream, decode.ReadAhead(stream) as chunks:
+    with stream, decode.ReadAhead(stream, chunk_samples=chunk_samples) as chunks:
         peaks = extract_peaks(chunks, params, role)
     return AudioPeaks(
         peaks=peaks,
