@@ -10,9 +10,11 @@ import io
 import math
 import re
 import struct
+import threading
 import tracemalloc
 import wave
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -38,6 +40,8 @@ from tunescout.engine.errors import (
     StartBeyondEndError,
     TruncatedAudioError,
 )
+from tunescout.engine.fingerprint import analyse_audio
+from tunescout.engine.params import DEFAULT_PARAMS
 
 RATE_HZ = 8000  # the fingerprint rate
 TONE_HZ = 440.0  # the dominant tone of the test signal
@@ -522,6 +526,22 @@ def test_corruption_inside_the_stream_raises_after_the_good_chunks(long_files: d
         with pytest.raises(RuntimeError):
             _ = stream.sha1
     assert 3 <= len(chunks) < LONG_S
+
+
+def test_corruption_inside_the_stream_reaches_the_analysis_through_the_read_ahead(
+    long_files: dict[str, Path],
+) -> None:
+    """`analyse_audio` reads a file of several chunks ahead in a thread: the decoder's error in that
+    thread is the caller's, and nothing keeps decoding once it is raised."""
+    data = bytearray(long_files["mp3"].read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 2000] = bytes(2000)
+    params = replace(DEFAULT_PARAMS, chunk_seconds=1.0)
+    threads_before = threading.active_count()
+    with pytest.raises(TruncatedAudioError, match=r"corrupt at \d+\.\d+ s"):
+        analyse_audio(bytes(data), params)
+    assert threading.active_count() == threads_before
+    assert analyse_audio(long_files["mp3"], params).duration_s == pytest.approx(LONG_S, abs=0.05)
 
 
 def test_a_file_cut_mid_packet_keeps_its_audio(long_files: dict[str, Path]) -> None:
