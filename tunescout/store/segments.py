@@ -918,8 +918,8 @@ def _search_from(
             b -= step
             step <<= 1
         a = max(lo, b - step)
-    start, _ = _search_bucket(low, low_bits, a, b, target)
-    end = start
+    # the span's search scanned the target's rows up to its end `b`; any further ones follow it
+    start, end = _search_bucket(low, low_bits, a, b, target)
     while end < hi and _field(low, low_bits, end) == target:
         end += 1
     return start, end
