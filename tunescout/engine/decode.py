@@ -393,7 +393,7 @@ class PcmStream:
             where = "" if self._start_s == 0 and self._duration_s is None else " in the requested range"
             raise ClipTooShortError(
                 f"the audio{where} is {got_s:.3f} s long, but at least {self._min_duration_s:g} s is "
-                "needed to recognise it; send a longer recording"
+                "needed to fingerprint or recognise it; send a longer recording"
             )
 
 
