@@ -136,9 +136,11 @@ def test_folder_is_indexed_recursively_with_each_outcome_in_the_summary(
     assert f"{tmp_path / 'missing.mp3'}: no such file or folder" in out
     assert sorted(stand_in.uploads) == ["a.mp3", "b.FLAC", "bad.wav", "copy-of-a.ogg"]
     lines = _state_lines(state)
-    assert {Path(line["path"]).name for line in lines} == {"a.mp3", "b.FLAC", "copy-of-a.ogg"}
+    assert {Path(line["path"]).name for line in lines} == {"a.mp3", "b.FLAC", "copy-of-a.ogg", "bad.wav"}
     assert all(line["v"] == STATE_VERSION for line in lines)
-    assert sorted(line["outcome"] for line in lines) == ["already there", "done", "done"]
+    assert sorted(line["outcome"] for line in lines) == ["already there", "done", "done", "rejected"]
+    rejected = next(line for line in lines if line["outcome"] == "rejected")
+    assert rejected["reason"] == "HTTP 400: Could not decode audio: no audio stream in the upload"
 
 
 def test_second_run_uploads_only_what_is_not_finished(
@@ -153,18 +155,43 @@ def test_second_run_uploads_only_what_is_not_finished(
     capsys.readouterr()
     stand_in.uploads.clear()
 
-    assert _index(url, data_dir, state, music) == 1
+    assert _index(url, data_dir, state, music) == 0
 
-    assert stand_in.uploads == ["bad.mp3"]  # failures are tried again, finished files are not
+    # neither the finished files nor the one the API rejected for its content are sent again
+    assert stand_in.uploads == []
     out = capsys.readouterr().out
-    assert "0 done, 0 already there, 1 failed (3 skipped: finished in an earlier run)" in out
+    assert (
+        "0 done, 0 already there, 0 failed (3 skipped: finished in an earlier run); 1 skipped: rejected in "
+        "an earlier run (not usable audio; --retry-rejected sends them again)"
+    ) in out
+
+    assert main(["index", str(music), "--url", url, "--data-dir", str(data_dir), "--state", str(state),
+                 "--retry-rejected"]) == 1  # fmt: skip
+    assert stand_in.uploads == ["bad.mp3"]
+    assert "0 done, 0 already there, 1 failed (3 skipped" in capsys.readouterr().out
 
     stand_in.uploads.clear()
     os.utime(good[0], ns=(time.time_ns(), time.time_ns() + 10**9))  # a changed file is a new file
-    (music / "bad.mp3").unlink()
+    _write(music / "bad.mp3", b"now it is audio")  # and so is a rejected file that changed
     assert _index(url, data_dir, state, music) == 0
-    assert stand_in.uploads == ["one.mp3"]
-    assert "0 done, 1 already there, 0 failed (2 skipped" in capsys.readouterr().out
+    assert sorted(stand_in.uploads) == ["bad.mp3", "one.mp3"]
+    assert "1 done, 1 already there, 0 failed (2 skipped" in capsys.readouterr().out
+
+
+def test_failures_other_than_rejections_are_tried_again_on_the_next_run(
+    api: tuple[StandIn, str], data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stand_in, url = api
+    down = _write(tmp_path / "down.mp3", b"the backend is down for this one")
+    state = tmp_path / "state.jsonl"
+    assert run_index([down], url, TOKEN, data_dir, 1, state, retry=FAST_RETRY) == 1
+    capsys.readouterr()
+    stand_in.uploads.clear()
+
+    assert run_index([down], url, TOKEN, data_dir, 1, state, retry=FAST_RETRY) == 1
+
+    assert stand_in.uploads == ["down.mp3"] * FAST_RETRY.unavailable_tries
+    assert "0 done, 0 already there, 1 failed\n" in capsys.readouterr().out
 
 
 def test_already_fingerprinted_counts_as_already_there_in_the_default_state_file(

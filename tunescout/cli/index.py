@@ -2,10 +2,14 @@
 
 Each file that finishes (fingerprinted now, or already there: a 409) is appended to a state file at once, so
 a run stopped with Ctrl-C, a crash or a failed upload picks up where it left off; a file is known by its
-absolute path, size and mtime, so an edited file is uploaded again. `jobs` uploads are in flight at a time,
-on one event loop sharing one HTTP client.
+absolute path, size and mtime, so an edited file is uploaded again. A file the API rejects for its content
+(HTTP 400: not audio, too short, no audio stream) is recorded too: the next run skips it and says so
+(`retry_rejected` sends it again), where other failures (the API down, a timeout, an unreadable file, too
+large for the server's limit) are tried again. `jobs` uploads are in flight at a time, on one event loop
+sharing one HTTP client.
 
-Exit codes: 0 every file done or already there, 1 some files failed, 2 nothing could run (no token, token
+Exit codes: 0 every file done or already there (or rejected in an earlier run), 1 some files failed or were
+rejected in this run, 2 nothing could run (no token, token
 refused, fingerprinting disabled, API unreachable, unreadable state file), 130 interrupted by Ctrl-C.
 """
 
@@ -59,6 +63,7 @@ class Outcome(enum.Enum):
     DONE = "done"
     ALREADY_THERE = "already there"
     FAILED = "failed"
+    REJECTED = "rejected"  # the API refused the file's content (HTTP 400): sending it again cannot help
 
 
 @dataclass(frozen=True)
@@ -79,9 +84,10 @@ class Summary:
     done: int = 0
     already_there: int = 0
     skipped: int = 0  # recorded as finished by an earlier run: not uploaded
+    skipped_rejected: int = 0  # recorded as rejected by an earlier run: not uploaded
     to_upload: int = 0
-    uploaded: int = 0  # of `to_upload`, those with an answer (done, already there or failed)
-    failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    uploaded: int = 0  # of `to_upload`, those with an answer (done, already there, failed or rejected)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), rejections included
 
 
 class RunStopped(Exception):
@@ -99,7 +105,8 @@ def default_state_path(url: str) -> Path:
 
 
 class StateFile:
-    """JSON lines, one per finished file: {"v": 1, "path", "size_bytes", "mtime_ns", "outcome", ...}.
+    """JSON lines, one per finished or rejected file: {"v": 1, "path", "size_bytes", "mtime_ns", "outcome",
+    "file_sha1" or "reason", "finished_at"}; the last line of a file wins.
 
     Lines are only appended and flushed one by one, so an interrupted run leaves at worst a torn last line,
     which the next run ignores.
@@ -109,14 +116,15 @@ class StateFile:
         self.path = path
         self._file: IO[str] | None = None
 
-    def finished_keys(self) -> set[tuple[str, int, int]]:
+    def outcomes(self) -> dict[tuple[str, int, int], Outcome]:
+        """The recorded outcome of each file (by key); lines without a known one count as done."""
         try:
             lines = self.path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
-            return set()
+            return {}
         except (OSError, UnicodeDecodeError) as exc:
             raise StateFileError(f"cannot read the state file {self.path}: {exc}") from exc
-        keys = set()
+        outcomes: dict[tuple[str, int, int], Outcome] = {}
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -131,12 +139,15 @@ class StateFile:
                     f"tunescout reads version {STATE_VERSION}. Delete the file, or pass --state with another"
                 )
             try:
-                keys.add((str(record["path"]), int(record["size_bytes"]), int(record["mtime_ns"])))
+                key = (str(record["path"]), int(record["size_bytes"]), int(record["mtime_ns"]))
             except (KeyError, TypeError, ValueError):
                 continue
-        return keys
+            rejected = record.get("outcome") == Outcome.REJECTED.value
+            outcomes[key] = Outcome.REJECTED if rejected else Outcome.DONE
+        return outcomes
 
-    def record(self, track: TrackFile, outcome: Outcome, file_sha1: str | None) -> None:
+    def record(self, track: TrackFile, outcome: Outcome, detail: str | None) -> None:
+        """Appends `track`'s outcome; `detail` is its file_sha1, or for a rejection the API's reason."""
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("a", encoding="utf-8")
@@ -146,7 +157,7 @@ class StateFile:
             "size_bytes": track.size_bytes,
             "mtime_ns": track.mtime_ns,
             "outcome": outcome.value,
-            "file_sha1": file_sha1,
+            ("reason" if outcome is Outcome.REJECTED else "file_sha1"): detail,
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         self._file.write(json.dumps(line, ensure_ascii=False) + "\n")
@@ -255,7 +266,8 @@ async def _upload(
     policy: RetryPolicy,
     note: Callable[[str], None],
 ) -> tuple[Outcome, str | None]:
-    """(outcome, the file_sha1 when stored or already there, else why it failed); RunStopped when fatal."""
+    """(outcome, the file_sha1 when stored or already there, else why it failed or was rejected);
+    RunStopped when fatal."""
     rate_limited = unavailable = 0
     while True:
         try:
@@ -305,7 +317,7 @@ async def _upload(
         stop = _stop_reason(response, url)
         if stop is not None:
             raise RunStopped(stop)
-        return Outcome.FAILED, _server_message(response)
+        return (Outcome.REJECTED if code == 400 else Outcome.FAILED), _server_message(response)
 
 
 async def _index_all(
@@ -324,9 +336,11 @@ async def _index_all(
     async def worker(client: httpx.AsyncClient) -> None:
         for track in pending:
             outcome, detail = await _upload(client, url, token, track, policy, bar.set_postfix_str)
-            if outcome is Outcome.FAILED:
+            if outcome in (Outcome.FAILED, Outcome.REJECTED):
                 summary.failures.append((str(track.path), detail or "unknown error"))
-                bar.write(f"failed: {track.path}: {detail}", file=sys.stderr)
+                bar.write(f"{outcome.value}: {track.path}: {detail}", file=sys.stderr)
+                if outcome is Outcome.REJECTED:
+                    state.record(track, outcome, detail)
             else:
                 state.record(track, outcome, detail)
                 if outcome is Outcome.DONE:
@@ -387,6 +401,11 @@ def _print_summary(summary: Summary) -> None:
     line = f"{summary.done} done, {summary.already_there} already there, {len(summary.failures)} failed"
     if summary.skipped:
         line += f" ({summary.skipped} skipped: finished in an earlier run)"
+    if summary.skipped_rejected:
+        line += (
+            f"; {summary.skipped_rejected} skipped: rejected in an earlier run (not usable audio; "
+            "--retry-rejected sends them again)"
+        )
     print(line)
     if summary.failures:
         print("Failed:")
@@ -403,8 +422,10 @@ def run_index(
     state_path: Path | None,
     *,
     retry: RetryPolicy | None = None,
+    retry_rejected: bool = False,
 ) -> int:
-    """Fingerprints `paths` (files, and folders recursively) through the API at `url`; the exit code."""
+    """Fingerprints `paths` (files, and folders recursively) through the API at `url`; the exit code.
+    `retry_rejected`: also send the files an earlier run's API rejected (HTTP 400)."""
     url = url.rstrip("/")
     if not url.startswith(("http://", "https://")):
         print(f"tunescout index: --url must start with http:// or https://, got {url!r}", file=sys.stderr)
@@ -423,7 +444,7 @@ def run_index(
         return 2
     state = StateFile(state_path if state_path is not None else default_state_path(url))
     try:
-        finished = state.finished_keys()
+        recorded = state.outcomes()
     except StateFileError as exc:
         print(f"tunescout index: {exc}", file=sys.stderr)
         return 2
@@ -431,8 +452,15 @@ def run_index(
     stopped: str | None = None
     try:
         tracks, summary.failures = collect_tracks(paths)
-        todo = [t for t in tracks if t.key not in finished]
-        summary.skipped = len(tracks) - len(todo)
+        todo = []
+        for track in tracks:
+            outcome = recorded.get(track.key)
+            if outcome is None or (outcome is Outcome.REJECTED and retry_rejected):
+                todo.append(track)
+            elif outcome is Outcome.REJECTED:
+                summary.skipped_rejected += 1
+            else:
+                summary.skipped += 1
         summary.to_upload = len(todo)
         if not tracks and not summary.failures:
             print("tunescout index: no audio or video files found", file=sys.stderr)

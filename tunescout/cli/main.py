@@ -50,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="file recording what is done, for resuming (default: under ~/.cache/tunescout)",
     )
+    index.add_argument(
+        "--retry-rejected",
+        action="store_true",
+        help="also send files the API rejected in an earlier run (not audio, too short); skipped by default",
+    )
 
     recognize = sub.add_parser("recognize", help="recognise a clip through the REST API")
     recognize.add_argument("file", type=Path)
@@ -91,7 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "index":
         from tunescout.cli.index import run_index
 
-        return run_index(args.paths, args.url, args.token, args.data_dir, args.jobs, args.state)
+        return run_index(
+            args.paths,
+            args.url,
+            args.token,
+            args.data_dir,
+            args.jobs,
+            args.state,
+            retry_rejected=args.retry_rejected,
+        )
     if args.command in ("export", "import", "move"):
         from tunescout.cli.shards import run_shard_command
 
