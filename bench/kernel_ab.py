@@ -29,7 +29,7 @@ from engine_bench import PARAMS, _git_describe
 
 from tunescout.engine import decode, hashes, kernels
 from tunescout.engine.fingerprint import extract_peaks
-from tunescout.engine.pairs import MAX_SCALE_DEVIATION
+from tunescout.engine.pairs import target_zone
 from tunescout.engine.params import DEFAULT_MATCH_PARAMS
 from tunescout.engine.peaks import Role
 
@@ -51,16 +51,7 @@ def kernels_at(rev: str, tmp: Path) -> ModuleType:
 
 
 def zone(role: Role) -> tuple[int, int, int, int]:
-    """(dt_min, dt_max, df_max, fan_out) that `pairs.pair_peaks` passes the kernel for `role`."""
-    p = PARAMS
-    if role is Role.REFERENCE:
-        return p.pair_dt_min, p.pair_dt_max, p.pair_df_max_cells, p.fan_out
-    return (
-        int(np.floor(p.pair_dt_min / (1 + MAX_SCALE_DEVIATION))),
-        int(np.ceil(p.pair_dt_max * (1 + MAX_SCALE_DEVIATION))),
-        p.pair_df_max_cells + int(np.ceil(p.pair_df_max_cells * MAX_SCALE_DEVIATION)),
-        p.query_fan_out,
-    )
+    return target_zone(PARAMS, role)
 
 
 def clip_peaks(path: Path, role: Role) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -47,27 +47,26 @@ def narrowed(
     return kernels.strongest_targets(pairs[0], pairs[1], peaks.magnitude, fan_out)
 
 
+def target_zone(params: FingerprintParams, role: Role) -> tuple[int, int, int, int]:
+    """(dt_min, dt_max, df_max, fan_out) of `role`'s pairing, as `kernels.pair_peaks` takes them: a
+    query's zone is widened to hold every speed/tempo hypothesis."""
+    if role is Role.REFERENCE:
+        return params.pair_dt_min, params.pair_dt_max, params.pair_df_max_cells, params.fan_out
+    return (
+        math.floor(params.pair_dt_min / (1 + MAX_SCALE_DEVIATION)),
+        math.ceil(params.pair_dt_max * (1 + MAX_SCALE_DEVIATION)),
+        params.pair_df_max_cells + math.ceil(params.pair_df_max_cells * MAX_SCALE_DEVIATION),
+        params.query_fan_out,
+    )
+
+
 def pair_peaks(
     peaks: Peaks, cells: np.ndarray, params: FingerprintParams, role: Role
 ) -> tuple[np.ndarray, np.ndarray]:
     """(anchor, target) indices into `peaks`: each anchor with the strongest fan-out peaks of its zone."""
-    df_max = params.pair_df_max_cells
-    if role is Role.REFERENCE:
-        dt_min, dt_max, fan_out = params.pair_dt_min, params.pair_dt_max, params.fan_out
-    else:
-        dt_min = math.floor(params.pair_dt_min / (1 + MAX_SCALE_DEVIATION))
-        dt_max = math.ceil(params.pair_dt_max * (1 + MAX_SCALE_DEVIATION))
-        df_max += math.ceil(df_max * MAX_SCALE_DEVIATION)
-        fan_out = params.query_fan_out
     # peaks outside the band (cell -1) never pair; the kernel's zone test needs them gone
     inband = np.flatnonzero(cells >= 0).astype(np.int32)
     a, b = kernels.pair_peaks(
-        peaks.t[inband],
-        cells[inband],
-        peaks.magnitude[inband],
-        dt_min,
-        dt_max,
-        df_max,
-        fan_out,
+        peaks.t[inband], cells[inband], peaks.magnitude[inband], *target_zone(params, role)
     )
     return inband[a], inband[b]
