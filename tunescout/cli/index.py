@@ -9,8 +9,8 @@ large for the server's limit) are tried again. `jobs` uploads are in flight at a
 sharing one HTTP client.
 
 Exit codes: 0 every file done or already there (or rejected in an earlier run), 1 some files failed or were
-rejected in this run, 2 nothing could run (no token, token
-refused, fingerprinting disabled, API unreachable, unreadable state file), 130 interrupted by Ctrl-C.
+rejected in this run, 2 nothing could run (no token, token refused, fingerprinting disabled, API
+unreachable, unreadable state file), 130 interrupted by Ctrl-C.
 """
 
 from __future__ import annotations
@@ -336,17 +336,15 @@ async def _index_all(
     async def worker(client: httpx.AsyncClient) -> None:
         for track in pending:
             outcome, detail = await _upload(client, url, token, track, policy, bar.set_postfix_str)
+            if outcome is not Outcome.FAILED:  # a rejection is recorded too: the next run skips it
+                state.record(track, outcome, detail)
             if outcome in (Outcome.FAILED, Outcome.REJECTED):
                 summary.failures.append((str(track.path), detail or "unknown error"))
                 bar.write(f"{outcome.value}: {track.path}: {detail}", file=sys.stderr)
-                if outcome is Outcome.REJECTED:
-                    state.record(track, outcome, detail)
+            elif outcome is Outcome.DONE:
+                summary.done += 1
             else:
-                state.record(track, outcome, detail)
-                if outcome is Outcome.DONE:
-                    summary.done += 1
-                else:
-                    summary.already_there += 1
+                summary.already_there += 1
             summary.uploaded += 1
             bar.update(1)
 
