@@ -22,6 +22,7 @@ from tunescout.engine.fingerprint import (
 )
 from tunescout.engine.params import DEFAULT_PARAMS
 from tunescout.engine.peaks import Role
+from tunescout.engine.resample import PolyphaseResampler
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,12 @@ def init_worker() -> None:
 
 
 def warm_up() -> None:
-    """Load (or compile) the numba kernels once per worker, before the first upload waits for it."""
+    """Load (or compile) the numba kernels, the resampler's too, once per worker, before an upload waits."""
     rng = np.random.default_rng(0)
     pcm = rng.standard_normal(DEFAULT_PARAMS.sample_rate_hz * 2).astype(np.float32) * 0.1
     fingerprint_pcm(pcm, DEFAULT_PARAMS, Role.REFERENCE)
     fingerprint_pcm(pcm, DEFAULT_PARAMS, Role.QUERY)
+    PolyphaseResampler(44_100, DEFAULT_PARAMS.sample_rate_hz).push(np.zeros(44_100, np.float32))
 
 
 def fingerprint_file(

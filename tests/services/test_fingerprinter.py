@@ -2,6 +2,8 @@
 worker that dies without taking the service down."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -22,7 +24,8 @@ from tunescout.engine.peaks import Role
 from tunescout.fingerprinter.v1 import fingerprinter_pb2 as pb
 from tunescout.fingerprinter.v1 import fingerprinter_pb2_grpc as pb_grpc
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DATA = REPO_ROOT / "tests" / "data"
 CLIP = DATA / "knolls.opus"
 CRASH_MARK = b"CRASH-THE-WORKER"
 
@@ -128,3 +131,30 @@ def test_a_worker_crash_kills_the_worker_not_the_service(stub):
     assert error_reason(caught.value) == "DECODER_CRASHED"
     reply = _call(stub, CLIP.read_bytes(), pb.ROLE_QUERY, duration_s=3.0)  # the service goes on
     assert len(reply.peaks.frames_i32le) > 0
+
+
+def test_warm_up_loads_every_kernel_an_upload_needs() -> None:
+    # in a fresh process: kernels loaded by earlier tests would hide one that warm_up leaves to the first
+    # upload (it compiles, or loads from numba's cache, while the user waits)
+    code = f"""
+from numba.core.registry import CPUDispatcher
+import tunescout.engine.kernels, tunescout.engine.resample
+from services.fingerprinter import worker
+
+def loaded():
+    return {{
+        f"{{module.__name__}}.{{name}}": len(d.signatures)
+        for module in (tunescout.engine.kernels, tunescout.engine.resample)
+        for name, d in vars(module).items() if isinstance(d, CPUDispatcher)
+    }}
+
+worker.warm_up()
+before = loaded()
+for query in (False, True):
+    worker.fingerprint_file({str(CLIP)!r}, query, 0.0, None)
+print(sorted(name for name, count in loaded().items() if count != before[name]))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=True
+    )
+    assert done.stdout.strip() == "[]", f"kernels left for the first upload: {done.stdout}"
