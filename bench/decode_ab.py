@@ -5,10 +5,11 @@ base git revision, on real corpus files, beside ffmpeg decoding alone (no resamp
   .venv/bin/python bench/decode_ab.py --base HEAD~1 --corpus /work/cache/corpus/extract \
       [--every 6] [--rounds 2] [--out bench/results/decode_ab.json]
 
-Each round decodes the same files in three fresh processes, in turn: `decode_all` of the base revision
-(a temporary git worktree), of this checkout, and PyAV's decoder alone at the file's own rate and layout
-(what `ffmpeg -i FILE -f null -` does). CPU seconds per minute of audio, medians over the rounds. Also the
-level of the difference between the two versions' PCM in the fingerprint's band, per file.
+Three long-lived processes decode each file in turn (this machine's speed drifts by 20-40 % within
+minutes, so the versions alternate file by file): `decode_all` of the base revision (a temporary git
+worktree), of this checkout, and PyAV's decoder alone at the file's own rate and layout (what
+`ffmpeg -i FILE -f null -` does). CPU ms per minute of audio per round, and the medians over the rounds.
+Also the level of the difference between the two versions' PCM in the fingerprint's band, per file.
 """
 
 from __future__ import annotations
@@ -26,12 +27,10 @@ from engine_bench import _git_describe
 
 ROOT = Path(__file__).resolve().parents[1]
 
-_TIMED = r"""
+_WORKER = r"""
 import json, sys, time
 import av
 from tunescout.engine.decode import decode_all
-
-files, mode = json.loads(sys.argv[1]), sys.argv[2]
 
 def native(path):
     with av.open(path) as container:
@@ -41,12 +40,11 @@ def native(path):
 def ours(path):
     return decode_all(path, sample_rate_hz=8000)[0].size / 8000
 
-run = native if mode == "native" else ours
-run(files[0])  # imports, numba's cache
-began, audio_s = time.process_time(), 0.0
-for path in files:
-    audio_s += run(path)
-print(json.dumps({"audio_s": audio_s, "cpu_s": time.process_time() - began}))
+run = native if sys.argv[1] == "native" else ours
+for line in sys.stdin:
+    began = time.process_time()
+    audio_s = run(line.strip())
+    print(json.dumps([audio_s, time.process_time() - began]), flush=True)
 """
 
 _PCM = r"""
@@ -57,23 +55,31 @@ np.save(sys.argv[2], decode_all(sys.argv[1], sample_rate_hz=8000)[0])
 """
 
 
-def trees(base: Path) -> tuple[tuple[str, Path, str], ...]:
-    return (("base", base, "ours"), ("this", ROOT, "ours"), ("native", ROOT, "native"))
+class Worker:
+    """A process that decodes the paths it is sent, with `tree`'s code, and answers the CPU time of each."""
 
+    def __init__(self, tree: Path, mode: str) -> None:
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _WORKER, mode],
+            cwd=tree,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
 
-def timed(tree: Path, files: list[str], mode: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    out = subprocess.run(
-        [sys.executable, "-c", _TIMED, json.dumps(files), mode],
-        cwd=tree,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    result = json.loads(out.strip().splitlines()[-1])
-    result["cpu_ms_per_audio_minute"] = 1000 * result["cpu_s"] / (result["audio_s"] / 60)
-    return result
+    def decode(self, path: str) -> tuple[float, float]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(path + "\n")
+        self.process.stdin.flush()
+        audio_s, cpu_s = json.loads(self.process.stdout.readline())
+        return audio_s, cpu_s
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.wait(60)
 
 
 def band_difference_db(tree_a: Path, tree_b: Path, path: str, tmp: Path) -> float:
@@ -117,20 +123,36 @@ def main() -> None:
             check=True,
             capture_output=True,
         )
+        workers = {
+            "base": Worker(base, "ours"),
+            "this": Worker(ROOT, "ours"),
+            "native": Worker(ROOT, "native"),
+        }
         try:
-            runs: dict[str, list[float]] = {"base": [], "this": [], "native": []}
+            for worker in workers.values():
+                worker.decode(files[0])  # imports, numba's cache
+            runs: dict[str, list[float]] = {name: [] for name in workers}
+            audio_s = 0.0
             for round_ in range(args.rounds):
-                for name, tree, mode in (
-                    ("base", base, "ours"),
-                    ("this", ROOT, "ours"),
-                    ("native", ROOT, "native"),
-                ):
-                    result = timed(tree, files, mode)
-                    runs[name].append(result["cpu_ms_per_audio_minute"])
-                    ms = result["cpu_ms_per_audio_minute"]
-                    print(f"round {round_ + 1} {name:6s} {ms:6.1f} ms CPU per audio minute")
+                cpu = dict.fromkeys(workers, 0.0)
+                audio_s = 0.0
+                for i, path in enumerate(files):
+                    names = list(workers)
+                    for name in names[i % 3 :] + names[: i % 3]:  # each goes first in turn
+                        seconds, cpu_s = workers[name].decode(path)
+                        cpu[name] += cpu_s
+                    audio_s += seconds
+                for name in workers:
+                    runs[name].append(1000 * cpu[name] / (audio_s / 60))
+                print(
+                    f"round {round_ + 1}: "
+                    + ", ".join(f"{name} {runs[name][-1]:.1f}" for name in workers)
+                    + " ms CPU per audio minute"
+                )
             differences = [band_difference_db(base, ROOT, p, tmp) for p in files[:: max(1, len(files) // 8)]]
         finally:
+            for worker in workers.values():
+                worker.close()
             subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, check=False)
 
     def median(values: list[float]) -> float:
@@ -142,7 +164,7 @@ def main() -> None:
         ).stdout.strip(),
         "this": _git_describe(),
         "files": len(files),
-        "audio_minutes": result["audio_s"] / 60,
+        "audio_minutes": audio_s / 60,
         "cpu_ms_per_audio_minute": {name: median(values) for name, values in runs.items()},
         "rounds": runs,
         "pcm_difference_in_band_db": differences,
