@@ -63,6 +63,8 @@ def filter_bank(in_rate_hz: int, out_rate_hz: int) -> tuple[int, int, np.ndarray
 def mono(frame: AudioFrame) -> np.ndarray:
     """The frame's samples as mono float32: the mean of its channels, integers scaled to [-1, 1)."""
     channels = frame.layout.nb_channels
+    if channels < 1:
+        raise ValueError("the frame declares no channels")
     if frame.format.name == "fltp":  # most lossy decoders' output: sum the planes, no copy of them first
         planes = [np.frombuffer(plane, np.float32, count=frame.samples) for plane in frame.planes]
         summed = planes[0] * np.float32(1 / channels)
