@@ -23,6 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from engine_bench import _git_describe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,10 +83,9 @@ class Worker:
         self.process.wait(60)
 
 
-def band_difference_db(tree_a: Path, tree_b: Path, path: str, tmp: Path) -> float:
-    """Level of (b - a) relative to a, in the 250-3400 Hz band the fingerprint reads, in dB."""
-    import numpy as np
-
+def band_difference_db(tree_a: Path, tree_b: Path, path: str, tmp: Path) -> float | None:
+    """Level of (b - a) relative to a, in the 250-3400 Hz band the fingerprint reads, in dB; None when the
+    two PCMs are the same."""
     pcm = []
     for i, tree in enumerate((tree_a, tree_b)):
         target = tmp / f"pcm{i}.npy"
@@ -97,6 +97,8 @@ def band_difference_db(tree_a: Path, tree_b: Path, path: str, tmp: Path) -> floa
     freqs = np.fft.rfftfreq(n, 1 / 8000)
     band = (freqs >= 250) & (freqs <= 3400)
     error = np.sum(np.abs(spectra[1][band] - spectra[0][band]) ** 2)
+    if error == 0:
+        return None  # the same PCM
     return float(10 * np.log10(error / np.sum(np.abs(spectra[0][band]) ** 2)))
 
 
@@ -173,7 +175,11 @@ def main() -> None:
     print(
         f"{len(files)} files, {report['audio_minutes']:.0f} min of audio: base {ms['base']:.1f}, this "
         f"{ms['this']:.1f}, ffmpeg decoding alone {ms['native']:.1f} ms CPU per audio minute; the PCM "
-        f"differs by {max(differences):.1f} dB at most in the fingerprint's band"
+        + (
+            f"differs by {max(differing):.1f} dB at most in the fingerprint's band"
+            if (differing := [d for d in differences if d is not None])
+            else "is the same"
+        )
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

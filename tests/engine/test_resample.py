@@ -1,11 +1,16 @@
 """The resampler of stage 1: exact positions whatever the cuts, the band the fingerprint reads kept flat,
 what would alias into it removed, and every sample format downmixed to [-1, 1]."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from av.audio.frame import AudioFrame
 
+from tunescout.engine.decode import _MonoResampler
+from tunescout.engine.errors import NotAudioError
 from tunescout.engine.params import DEFAULT_PARAMS
+from tunescout.engine.peaks import analysis_bins
 from tunescout.engine.resample import (
     PASSBAND,
     STOPBAND,
@@ -43,6 +48,9 @@ def test_output_does_not_depend_on_the_cuts(in_rate):
 def test_the_fingerprint_band_is_kept_and_what_would_alias_into_it_is_removed(in_rate):
     nyquist = OUT_HZ / 2
     assert DEFAULT_PARAMS.f_max_hz <= PASSBAND * nyquist
+    # what lies between the bands aliases to above (2 - STOPBAND) * nyquist, past every bin peaks are read in
+    bin_hz = DEFAULT_PARAMS.sample_rate_hz / DEFAULT_PARAMS.n_fft
+    assert analysis_bins(DEFAULT_PARAMS)[1] * bin_hz <= (2 - STOPBAND) * nyquist
     settle = 200  # output samples at each end where the filter reads the zeros around the signal
     for hz in (300.0, 1000.0, PASSBAND * nyquist):
         if hz < in_rate / 2:
@@ -120,3 +128,16 @@ def test_polyphase_matches_reference(in_rate):
     want = polyphase_reference(buffer, start, table, up, down, first, count)
     np.testing.assert_allclose(got, want, atol=2e-5)
     assert count > 100
+
+
+def test_a_frame_without_channels_is_not_audio():
+    frame = SimpleNamespace(
+        layout=SimpleNamespace(nb_channels=0, name="unknown"),
+        format=SimpleNamespace(name="fltp", is_planar=True),
+        sample_rate=44_100,
+        samples=0,
+    )
+    with pytest.raises(ValueError, match="no channels"):
+        mono(frame)  # type: ignore[arg-type]
+    with pytest.raises(NotAudioError, match="cannot convert this audio"):
+        _MonoResampler(OUT_HZ)._resample(frame)  # type: ignore[arg-type]

@@ -7,9 +7,10 @@ anti-alias filter here is flat to there and may let aliases into the top of the 
 picked from: a windowed-sinc polyphase filter (`polyphase`, a numba kernel beside its NumPy reference)
 about 5x cheaper than swresample's.
 
-Positions are exact: output sample n lies at input sample n * in_rate / out_rate, computed in integers,
-so the output does not depend on how the input is cut into frames, and a pass that starts on a sample
-where the two grids meet gives the same samples as a pass from the beginning (away from its first
+Positions are exact: output sample n lies at input sample n * in_rate / out_rate, computed in integers
+(its fraction picks one of the filter's phases, rounded to 1 / `MAX_PHASES` for rate pairs that would need
+more), so the output does not depend on how the input is cut into frames, and a pass that starts on a
+sample where the two grids meet gives the same samples as a pass from the beginning (away from its first
 `taps / 2` input samples, which the decoder's pre-roll covers).
 
 The downmix is the mean of the channels: input in [-1, 1] stays in [-1, 1] (ffmpeg's default -3 dB pan
@@ -33,8 +34,8 @@ UPSAMPLING_PASSBAND: Final = 0.95  # of the input Nyquist, for inputs below the 
 ATTENUATION_DB: Final = 70.0  # dB in the stop band (Kaiser window)
 MAX_PHASES: Final = 1024  # filter phases kept; rates whose ratio needs more round the phase to 1/1024
 
-# integer sample formats -> the factor to [-1, 1)
-_INT_SCALE: Final = {"s16": 1 / 32768, "s32": 1 / 2**31, "s64": 1 / 2**63}
+# integer sample formats (u8 once centred on 0) -> the factor to [-1, 1)
+_SCALE: Final = {"u8": 1 / 128, "s16": 1 / 32768, "s32": 1 / 2**31, "s64": 1 / 2**63}
 
 
 @lru_cache(maxsize=16)
@@ -65,23 +66,20 @@ def mono(frame: AudioFrame) -> np.ndarray:
     channels = frame.layout.nb_channels
     if channels < 1:
         raise ValueError("the frame declares no channels")
-    if frame.format.name == "fltp":  # most lossy decoders' output: sum the planes, no copy of them first
+    if frame.format.name == "fltp":  # most lossy decoders' output: add the planes, no copy of them first
         planes = [np.frombuffer(plane, np.float32, count=frame.samples) for plane in frame.planes]
-        summed = planes[0] * np.float32(1 / channels)
+        summed = planes[0].copy()
         for plane in planes[1:]:
-            summed += plane * np.float32(1 / channels)
-        return summed
-    samples = frame.to_ndarray()  # planar: (channels, n); packed: (1, n * channels)
-    if not frame.format.is_planar and channels > 1:
-        samples = samples.reshape(-1, channels).T
-    name = frame.format.name.rstrip("p")
-    if name == "u8":
-        return (samples.sum(axis=0, dtype=np.float32) - 128 * channels) * np.float32(1 / (128 * channels))
-    scale = _INT_SCALE.get(name, 1.0) / channels
-    if channels == 1 and samples.dtype == np.float32:
-        return samples[0]
-    summed = samples[0] if channels == 1 else samples.sum(axis=0, dtype=np.float32)
-    return summed.astype(np.float32) * np.float32(scale)
+            summed += plane
+    else:
+        samples = frame.to_ndarray()  # planar: (channels, n); packed: (1, n * channels)
+        if not frame.format.is_planar and channels > 1:
+            samples = samples.reshape(-1, channels).T
+        if frame.format.name.rstrip("p") == "u8":
+            samples = samples.astype(np.float32) - 128
+        summed = samples.sum(axis=0, dtype=np.float32)
+    scale = _SCALE.get(frame.format.name.rstrip("p"), 1.0) / channels
+    return summed if scale == 1.0 else summed * np.float32(scale)
 
 
 class PolyphaseResampler:
