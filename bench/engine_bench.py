@@ -40,6 +40,7 @@ from audiofile import write_audio
 
 from tunescout.common.memory import tune_malloc
 from tunescout.engine import hashes as hash_layout
+from tunescout.engine import verify
 from tunescout.engine.decode import decode_all, open_audio
 from tunescout.engine.errors import AudioError
 from tunescout.engine.fingerprint import extract_peaks, fingerprint_audio, fingerprint_pcm
@@ -321,6 +322,7 @@ def _fingerprint_file(path: str) -> dict[str, Any]:
         "sha1": audio.file_sha1,
         "hashes": audio.fingerprint.hashes,
         "offsets": audio.fingerprint.offsets,
+        "peaks": verify.encode(audio.peaks, PARAMS),
         "duration_s": audio.duration_s,
         "wall_s": time.perf_counter() - w0,
         "cpu_s": time.process_time() - c0,
@@ -353,7 +355,7 @@ def ingest_corpus(tracks: Sequence[Track], store: Path, jobs: int) -> dict[str, 
                     continue
                 meta = TrackMeta(file_sha1=result["sha1"], title=track.key, duration_s=result["duration_s"])
                 t0 = time.perf_counter()
-                outcome = shard.ingest(meta, result["hashes"], result["offsets"])
+                outcome = shard.ingest(meta, result["hashes"], result["offsets"], result["peaks"])
                 ingest_s.append(time.perf_counter() - t0)
                 done_at.append(time.perf_counter() - started)
                 already_present += outcome.already_present
@@ -487,7 +489,7 @@ def run_queries(shard: EmbeddedShard, queries: Sequence[Query], label: str) -> l
     warm = queries[:1] + [q for q in queries if q.source_track is None][:1]
     for q in warm:
         peaks, _ = _query_peaks(q, PARAMS)
-        match_peaks(peaks, shard.lookup, sizes, PARAMS, MATCH_PARAMS, stored)
+        match_peaks(peaks, shard.lookup, sizes, PARAMS, MATCH_PARAMS, stored, shard.track_peaks)
     outcomes = []
     for i, q in enumerate(queries):
         try:
@@ -498,7 +500,7 @@ def run_queries(shard: EmbeddedShard, queries: Sequence[Query], label: str) -> l
             )
             continue
         t0 = time.perf_counter()
-        matches = match_peaks(peaks, shard.lookup, sizes, PARAMS, MATCH_PARAMS, stored)
+        matches = match_peaks(peaks, shard.lookup, sizes, PARAMS, MATCH_PARAMS, stored, shard.track_peaks)
         match_ms = 1000 * (time.perf_counter() - t0)
         top = matches[0] if matches else None
         outcomes.append(

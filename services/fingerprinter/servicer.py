@@ -144,7 +144,9 @@ class FingerprinterServicer(pb_grpc.FingerprinterServiceServicer):
         else:
             response.fingerprint.CopyFrom(
                 pb.Fingerprint(
-                    hashes_u32le=result.hashes_u32le, offsets_frames_i32le=result.offsets_frames_i32le
+                    hashes_u32le=result.hashes_u32le,
+                    offsets_frames_i32le=result.offsets_frames_i32le,
+                    peaks=result.peaks,
                 )
             )
         return response

@@ -12,6 +12,7 @@ import numpy as np
 
 from tunescout.common import wire
 from tunescout.common.memory import tune_malloc
+from tunescout.engine import verify
 from tunescout.engine.errors import AudioError
 from tunescout.engine.fingerprint import (
     AudioFingerprint,
@@ -32,6 +33,7 @@ class WorkerResult:
     sample_rate_hz: int
     hashes_u32le: bytes = b""
     offsets_frames_i32le: bytes = b""
+    peaks: bytes = b""  # a reference's peaks (engine.verify blob)
     frames_i32le: bytes = b""
     freq_hz_f64le: bytes = b""
     magnitude_f32le: bytes = b""
@@ -93,4 +95,5 @@ def fingerprint_file(
         **common,
         hashes_u32le=wire.to_bytes(fp.hashes, wire.U32),
         offsets_frames_i32le=wire.to_bytes(fp.offsets, wire.I32),
+        peaks=verify.encode(result.peaks, DEFAULT_PARAMS),
     )

@@ -29,6 +29,7 @@ from services.matcher.shardset import (
 from tunescout.common import wire
 from tunescout.common.config import Config
 from tunescout.common.grpc_errors import abort
+from tunescout.engine import verify
 from tunescout.engine.errors import StoreError
 from tunescout.engine.fingerprint import extract_peaks
 from tunescout.engine.match import TrackSize, match_peaks
@@ -174,6 +175,8 @@ class MatcherServicer(pb_grpc.MatcherServiceServicer):
             offsets = wire.from_bytes(request.offsets_frames_i32le, wire.I32, "offsets_frames_i32le")
             if hashes.size != offsets.size or hashes.size == 0:
                 raise ValueError("hashes and offsets must be parallel and not empty")
+            if request.peaks:
+                verify.decode(request.peaks)  # PeaksFormatError (a ValueError) says what is wrong
         except ValueError as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "BAD_FINGERPRINT", str(exc))
         track_meta = TrackMeta(
@@ -185,7 +188,9 @@ class MatcherServicer(pb_grpc.MatcherServiceServicer):
             duration_s=meta.duration_s,
         )
         try:
-            stored, already = await asyncio.to_thread(shards.ingest, track_meta, hashes, offsets)
+            stored, already = await asyncio.to_thread(
+                shards.ingest, track_meta, hashes, offsets, request.peaks
+            )
         except ShardUnavailable as exc:
             await abort(
                 context,
@@ -317,6 +322,9 @@ def warm_up(embedded: bool) -> None:
     match_peaks(
         peaks, everything_once, lambda ids: {1: TrackSize(n_hashes=1)}, DEFAULT_PARAMS, DEFAULT_MATCH_PARAMS
     )
+    # settling a contested offset (the match above has no rival place) and checking an upload's peaks
+    t, cells = verify.query_cells(peaks, DEFAULT_PARAMS)
+    verify.coincidences(verify.decode(verify.encode(peaks, DEFAULT_PARAMS)), t, cells, [0])
 
 
 def _match(shards: ShardSet, peaks: Peaks, report: FanoutReport) -> tuple[list, dict[int, StoredTrack]]:
@@ -338,6 +346,7 @@ def _match(shards: ShardSet, peaks: Peaks, report: FanoutReport) -> tuple[list, 
         DEFAULT_PARAMS,
         DEFAULT_MATCH_PARAMS,
         stored_hashes=shards.stored_hashes(),
+        track_peaks=lambda gids: shards.peaks(gids, report),
     )
     return matches, {m.track_id: known[m.track_id] for m in matches if m.track_id in known}
 

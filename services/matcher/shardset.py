@@ -256,14 +256,8 @@ class ShardSet:
 
     def tracks(self, gids: Iterable[int], report: FanoutReport | None = None) -> dict[int, StoredTrack]:
         """Live tracks by global id; ids of shards that fail now are left out (and put in `report`)."""
-        by_shard: dict[int, list[int]] = {}
-        for gid in gids:
-            index, local = self.split_id(int(gid))
-            by_shard.setdefault(index, []).append(local)
         found: dict[int, StoredTrack] = {}
-        for index, locals_ in by_shard.items():
-            if index >= len(self.handles):
-                continue
+        for index, locals_ in self._by_shard(gids).items():
             handle = self.handles[index]
             try:
                 records = handle.shard().get_tracks(locals_)
@@ -276,6 +270,32 @@ class ShardSet:
                 found[self.global_id(index, local)] = StoredTrack(handle.name, record)
         return found
 
+    def peaks(self, gids: Iterable[int], report: FanoutReport | None = None) -> dict[int, bytes]:
+        """The stored peak blobs of tracks by global id; tracks stored without them, and those of shards
+        that fail now (put in `report`: the answer keeps its triplet offset), are left out."""
+        found: dict[int, bytes] = {}
+        for index, locals_ in self._by_shard(gids).items():
+            handle = self.handles[index]
+            try:
+                blobs = handle.shard().track_peaks(locals_)
+            except (ShardUnavailable, EngineError) as exc:
+                logger.warning("shard %s: track peaks unavailable: %s", handle.name, exc)
+                if report is not None:
+                    report.fail(handle.name, f"track peaks unavailable: {exc}")
+                continue
+            for local, blob in blobs.items():
+                found[self.global_id(index, local)] = blob
+        return found
+
+    def _by_shard(self, gids: Iterable[int]) -> dict[int, list[int]]:
+        """Global ids split by the shard they name (ids of shards not configured are left out)."""
+        by_shard: dict[int, list[int]] = {}
+        for gid in gids:
+            index, local = self.split_id(int(gid))
+            if index < len(self.handles):
+                by_shard.setdefault(index, []).append(local)
+        return by_shard
+
     def find_by_sha1(self, file_sha1: str) -> StoredTrack | None:
         """The track stored from that audio in any shard. ShardUnavailable if a shard cannot say."""
         report = FanoutReport()
@@ -287,8 +307,11 @@ class ShardSet:
             raise ShardUnavailable(_describe(report))
         return None
 
-    def ingest(self, meta: TrackMeta, hashes: np.ndarray, offsets: np.ndarray) -> tuple[StoredTrack, bool]:
-        """Store a track in the least-loaded shard unless some shard holds its audio already.
+    def ingest(
+        self, meta: TrackMeta, hashes: np.ndarray, offsets: np.ndarray, peaks: bytes = b""
+    ) -> tuple[StoredTrack, bool]:
+        """Store a track (with its peak blob, b"" = none) in the least-loaded shard unless some shard holds
+        its audio already.
 
         Returns the stored track and whether it was there already. Every shard must answer the sha1 check
         (otherwise ShardUnavailable: storing it could make a duplicate).
@@ -308,9 +331,9 @@ class ShardSet:
                     # ClickHouse hands out track ids as max + 1 (it has no sequences): writers of one shard
                     # take turns, across matcher replicas too when the locks live in Redis
                     with self._ingest_locks.hold(f"shard-ids:{handle.name}"):
-                        outcome: IngestOutcome = handle.shard().ingest(meta, hashes, offsets)
+                        outcome: IngestOutcome = handle.shard().ingest(meta, hashes, offsets, peaks)
                 else:
-                    outcome = handle.shard().ingest(meta, hashes, offsets)
+                    outcome = handle.shard().ingest(meta, hashes, offsets, peaks)
             finally:
                 handle.invalidate()
             return StoredTrack(handle.name, outcome.track), outcome.already_present

@@ -22,9 +22,12 @@ from tests.servers import (
 from tests.services.clips import DATA, NAMES, reference
 from tunescout.cli.main import main
 from tunescout.common.config import parse_config
+from tunescout.engine import verify
 from tunescout.engine.fingerprint import fingerprint_audio
 from tunescout.engine.match import match_peaks, shard_track_sizes
+from tunescout.engine.params import DEFAULT_PARAMS, FINGERPRINT_VERSION
 from tunescout.engine.peaks import Role
+from tunescout.store.embedded import EmbeddedShard
 from tunescout.store.shard import TrackMeta
 
 
@@ -74,6 +77,12 @@ def _recognised(shard, name) -> str | None:
     return shard.get_tracks([found[0].track_id])[found[0].track_id].title if found else None
 
 
+def _peaks_by_title(shard) -> dict[str, bytes]:
+    tracks = shard.list_tracks()
+    blobs = shard.track_peaks([t.track_id for t in tracks])
+    return {t.title: blobs[t.track_id] for t in tracks if t.track_id in blobs}
+
+
 def test_export_import_and_move_across_types(three_types, tmp_path, capsys):
     path, config = three_types
     data_dir = tmp_path / "data"
@@ -81,8 +90,13 @@ def test_export_import_and_move_across_types(three_types, tmp_path, capsys):
     for name in NAMES[:3]:
         fp = reference(name)
         local.ingest(
-            TrackMeta(fp.file_sha1, name, artist="Wesnoth"), fp.fingerprint.hashes, fp.fingerprint.offsets
+            TrackMeta(fp.file_sha1, name, artist="Wesnoth"),
+            fp.fingerprint.hashes,
+            fp.fingerprint.offsets,
+            verify.encode(fp.peaks, DEFAULT_PARAMS) if name != NAMES[2] else b"",  # one without peaks
         )
+    peaks = _peaks_by_title(local)
+    assert set(peaks) == set(NAMES[:2])
     local.close()
     export = tmp_path / "local.zip"
     common = ["--config", str(path), "--data-dir", str(data_dir)]
@@ -98,6 +112,7 @@ def test_export_import_and_move_across_types(three_types, tmp_path, capsys):
     maria = _open(config, "maria", data_dir)
     assert [_recognised(maria, n) for n in NAMES[:3]] == NAMES[:3]
     assert maria.find_by_sha1(reference(NAMES[0]).file_sha1).artist == "Wesnoth"
+    assert _peaks_by_title(maria) == peaks
     maria.close()
     local = _open(config, "local", data_dir)
     assert local.list_tracks() == []
@@ -108,12 +123,16 @@ def test_export_import_and_move_across_types(three_types, tmp_path, capsys):
     assert main(["move", "--from", "maria", "--to", "ch", *common]) == 0
     ch = _open(config, "ch", data_dir)
     assert [_recognised(ch, n) for n in NAMES[:3]] == NAMES[:3]
+    assert _peaks_by_title(ch) == peaks
     ch.close()
 
     # the export file into an empty config's embedded shard (a migration back), twice: idempotent
     other = tmp_path / "other"
     assert main(["import", str(export), "--shard", "shard0", "--data-dir", str(other)]) == 0
     assert "3 stored, 0 already there" in capsys.readouterr().out
+    imported = EmbeddedShard(other / "shards" / "shard0", fingerprint_version=FINGERPRINT_VERSION)
+    assert _peaks_by_title(imported) == peaks
+    imported.close()
     assert main(["import", str(export), "--shard", "shard0", "--data-dir", str(other)]) == 0
     assert "0 stored, 3 already there" in capsys.readouterr().out
 

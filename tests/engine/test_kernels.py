@@ -310,7 +310,7 @@ def test_describe_windows_counts_a_repeated_sound_once():
     delta = np.array([10, 10, 10, 10, 10, 30, 30, 31])
     frames = np.array([4, 4, 4, 4, 4, 7, 8, 9], np.int32)
     keys = _keys(np.zeros(8), np.zeros(8), delta)
-    offset, distinct, matches, nearby, _ = kernels.describe_windows(
+    offset, distinct, matches, nearby, _, _ = kernels.describe_windows(
         keys, frames, np.array([0]), np.array([8]), kernels.DELTA_MASK, kernels.KEY_DELTA_BIAS, 1, 40
     )
     assert (offset[0], distinct[0], matches[0], nearby[0]) == (30, 3, 3, 4)
@@ -322,7 +322,7 @@ def test_describe_windows_ranks_by_distinct_frames_then_pairs():
     delta = np.array([10] * 5 + [11] * 5 + [30] * 6)
     frames = np.array([1, 2, 3, 4, 5] * 2 + [1, 2, 3, 4, 5, 6], np.int32)
     keys = _keys(np.zeros(16), np.zeros(16), delta)
-    offset, distinct, matches, _, _ = kernels.describe_windows(
+    offset, distinct, matches, _, _, _ = kernels.describe_windows(
         keys, frames, np.array([0]), np.array([16]), kernels.DELTA_MASK, kernels.KEY_DELTA_BIAS, 1, 40
     )
     assert (offset[0], distinct[0], matches[0]) == (30, 6, 6)
@@ -330,7 +330,7 @@ def test_describe_windows_ranks_by_distinct_frames_then_pairs():
     delta = np.array([10] * 3 + [40] * 3 + [41] * 3)
     frames = np.array([1, 2, 3] * 3, np.int32)
     keys = _keys(np.zeros(9), np.zeros(9), delta)
-    offset, distinct, matches, _, _ = kernels.describe_windows(
+    offset, distinct, matches, _, _, _ = kernels.describe_windows(
         keys, frames, np.array([0]), np.array([9]), kernels.DELTA_MASK, kernels.KEY_DELTA_BIAS, 1, 40
     )
     assert (offset[0], distinct[0], matches[0]) == (40, 3, 6)
@@ -343,10 +343,10 @@ def test_describe_windows_reports_the_best_place_beyond_the_drift_as_the_rival()
     frames = np.array([1, 2, 3, 4, 5, 6] + [11, 12, 13, 14] + [21, 22, 23, 24, 25] * 2, np.int32)
     keys = _keys(np.zeros(20), np.zeros(20), delta)
     args = (keys, frames, np.array([0]), np.array([20]), kernels.DELTA_MASK, kernels.KEY_DELTA_BIAS, 0, 40)
-    offset, distinct, _, _, rival = kernels.describe_windows(*args)
-    assert (offset[0], distinct[0], rival[0]) == (30, 6, 5)
+    offset, distinct, _, _, rival, rival_offset = kernels.describe_windows(*args)
+    assert (offset[0], distinct[0], rival[0], rival_offset[0]) == (30, 6, 5, 200)
     # with the drift wider than the repeat's distance, no place is far enough to be a rival
-    offset, _, _, _, rival = kernels.describe_windows(*args[:-1], 200)
+    offset, _, _, _, rival, _ = kernels.describe_windows(*args[:-1], 200)
     assert (offset[0], rival[0]) == (30, 0)
 
 

@@ -6,8 +6,9 @@ from functools import cache
 from pathlib import Path
 
 from tunescout.common import wire
+from tunescout.engine import verify
 from tunescout.engine.fingerprint import AudioFingerprint, fingerprint_audio
-from tunescout.engine.params import FINGERPRINT_VERSION
+from tunescout.engine.params import DEFAULT_PARAMS, FINGERPRINT_VERSION
 from tunescout.engine.peaks import Role
 from tunescout.matcher.v1 import matcher_pb2 as pb
 
@@ -27,6 +28,7 @@ def ingest_request(name: str, **meta: object) -> pb.IngestRequest:
         hashes_u32le=wire.to_bytes(fp.fingerprint.hashes, wire.U32),
         offsets_frames_i32le=wire.to_bytes(fp.fingerprint.offsets, wire.I32),
         fingerprint_version=FINGERPRINT_VERSION,
+        peaks=verify.encode(fp.peaks, DEFAULT_PARAMS),
     )
 
 

@@ -18,8 +18,9 @@ from services.fingerprinter.settings import FingerprinterSettings
 from tests.services.harness import ServerThread
 from tunescout.common import wire
 from tunescout.common.grpc_errors import error_reason
+from tunescout.engine import verify
 from tunescout.engine.fingerprint import fingerprint_audio
-from tunescout.engine.params import FINGERPRINT_VERSION
+from tunescout.engine.params import DEFAULT_PARAMS, FINGERPRINT_VERSION
 from tunescout.engine.peaks import Role
 from tunescout.fingerprinter.v1 import fingerprinter_pb2 as pb
 from tunescout.fingerprinter.v1 import fingerprinter_pb2_grpc as pb_grpc
@@ -70,6 +71,7 @@ def test_reference_fingerprint_equals_the_engine(stub):
     assert np.array_equal(
         wire.from_bytes(reply.fingerprint.offsets_frames_i32le, wire.I32, "o"), expected.fingerprint.offsets
     )
+    assert reply.fingerprint.peaks == verify.encode(expected.peaks, DEFAULT_PARAMS)  # stored with the track
 
 
 def test_query_returns_the_peaks_of_the_requested_range(stub):

@@ -121,6 +121,17 @@ def test_bad_requests_are_refused_with_reasons(matcher):
     with pytest.raises(grpc.RpcError) as caught:
         matcher.Ingest(no_sha, timeout=10)
     assert error_reason(caught.value) == "BAD_METADATA"
+    future_peaks = ingest_request(NAMES[0])
+    future_peaks.metadata.file_sha1 = "f" * 40  # audio no test stores
+    future_peaks.peaks = future_peaks.peaks[:4] + b"\x09" + future_peaks.peaks[5:]  # a later peaks format
+    with pytest.raises(grpc.RpcError) as caught:
+        matcher.Ingest(future_peaks, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(caught.value) == "BAD_FINGERPRINT" and "format 9" in caught.value.details()
+    # nothing was stored: the same track with readable peaks is new
+    future_peaks.peaks = ingest_request(NAMES[0]).peaks
+    assert not matcher.Ingest(future_peaks, timeout=30).already_present
+    matcher.DeleteTrack(pb.DeleteTrackRequest(file_sha1="f" * 40), timeout=10)
 
 
 def test_a_shard_that_cannot_open_degrades_answers_and_rejoins(tmp_path, monkeypatch):

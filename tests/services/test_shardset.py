@@ -14,7 +14,9 @@ from services.matcher.shardset import FanoutReport, ShardHandle, ShardSet
 from tests.services.clips import NAMES, match_request, reference
 from tunescout.common import wire
 from tunescout.common.config import StoreConfig, parse_config
-from tunescout.engine.params import FINGERPRINT_VERSION
+from tunescout.engine import verify
+from tunescout.engine.errors import StoreError
+from tunescout.engine.params import DEFAULT_PARAMS, FINGERPRINT_VERSION
 from tunescout.engine.peaks import Peaks
 from tunescout.store import EmbeddedShard, TrackMeta
 from tunescout.store.shard import Postings, ShardStats
@@ -262,5 +264,35 @@ def test_stored_hashes_is_the_last_count_and_a_silent_shard_keeps_its_own():
         inner[0].n_hashes = 5000
         assert shardset.count_stored_hashes() == 5500
         assert shardset.stored_hashes() == 5500
+    finally:
+        shardset.close()
+
+
+def test_peaks_are_read_by_global_id_and_a_failing_shard_is_reported(tmp_path):
+    stores = parse_config({"instances": [{"name": "good"}, {"name": "bad"}]}).instances
+    inner = [EmbeddedShard(tmp_path / s.name, fingerprint_version=FINGERPRINT_VERSION) for s in stores]
+    blobs = []
+    for shard, name in zip(inner, NAMES, strict=False):
+        fp = reference(name)
+        blobs.append(verify.encode(fp.peaks, DEFAULT_PARAMS))
+        shard.ingest(TrackMeta(fp.file_sha1, name), fp.fingerprint.hashes, fp.fingerprint.offsets, blobs[-1])
+
+    class BrokenPeaks(SlowShard):
+        def track_peaks(self, ids):
+            raise StoreError("connection refused")
+
+    wrapped = [SlowShard(inner[0]), BrokenPeaks(inner[1])]
+    shardset = ShardSet(
+        [
+            ShardHandle(i, s, lambda c, w=w: w, None)
+            for i, (s, w) in enumerate(zip(stores, wrapped, strict=True))
+        ],
+        deadline_s=5.0,
+    )
+    try:
+        good, bad = shardset.global_id(0, 1), shardset.global_id(1, 1)
+        report = FanoutReport()
+        assert shardset.peaks([good, bad], report) == {good: blobs[0]}
+        assert "track peaks unavailable" in report.unavailable["bad"]
     finally:
         shardset.close()

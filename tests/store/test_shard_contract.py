@@ -21,10 +21,10 @@ from tests.servers import (
     require_mysql,
 )
 from tests.services.clips import DATA, NAMES, reference
-from tunescout.engine import arrays
+from tunescout.engine import arrays, verify
 from tunescout.engine.errors import StoreFormatError
 from tunescout.engine.fingerprint import fingerprint_audio
-from tunescout.engine.params import FINGERPRINT_VERSION
+from tunescout.engine.params import DEFAULT_PARAMS, FINGERPRINT_VERSION
 from tunescout.engine.peaks import Role
 from tunescout.store import EmbeddedShard, TrackMeta
 from tunescout.store.clickhouse import ClickHouseShard
@@ -118,6 +118,26 @@ def test_delete_removes_postings_at_once(backend, query_hashes):
         assert shard.find_by_sha1(fp.file_sha1) is None and shard.get_tracks([track.track_id]) == {}
         assert shard.stats().n_tracks == 0
         assert not shard.delete_track(track.track_id)
+    finally:
+        shard.close()
+
+
+def test_peaks_stored_with_a_track_come_back_by_id_until_it_is_deleted(backend):
+    shard = backend()
+    try:
+        with_peaks, without = reference(NAMES[0]), reference(NAMES[1])
+        blob = verify.encode(with_peaks.peaks, DEFAULT_PARAMS)
+        first = shard.ingest(
+            _meta(NAMES[0]), with_peaks.fingerprint.hashes, with_peaks.fingerprint.offsets, blob
+        )
+        second = shard.ingest(_meta(NAMES[1]), without.fingerprint.hashes, without.fingerprint.offsets)
+        a, b = first.track.track_id, second.track.track_id
+        got = shard.track_peaks([a, b, 99])
+        assert got == {a: blob}  # byte for byte; a track stored without peaks is left out
+        assert len(verify.decode(got[a])) > 0
+        assert shard.track_peaks([]) == {}
+        assert shard.delete_track(a)
+        assert shard.track_peaks([a]) == {}
     finally:
         shard.close()
 

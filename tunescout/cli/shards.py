@@ -3,8 +3,9 @@
 Works on the stores directly, not through the services: stop `tunescout up` (or the matcher) first when an
 embedded shard is involved, since one process owns its directory. The export file is a zip holding
 `manifest.json` (format and fingerprint versions, the tracks' metadata) and one `.npy` pair per track
-(read back with allow_pickle=False: no code in a data file). Import skips a track whose audio any shard of
-the destination config already holds, so a rerun after Ctrl-C just goes on.
+(read back with allow_pickle=False: no code in a data file), plus its stored peaks (`.peaks`, the blob of
+`engine.verify`) where it has them; an export without them imports as before. Import skips a track whose
+audio any shard of the destination config already holds, so a rerun after Ctrl-C just goes on.
 """
 
 from __future__ import annotations
@@ -51,14 +52,17 @@ def _meta(track: TrackRecord) -> TrackMeta:
 
 def _batches(
     shard: FingerprintShard, tracks: list[TrackRecord]
-) -> Iterator[tuple[TrackRecord, np.ndarray, np.ndarray]]:
+) -> Iterator[tuple[TrackRecord, np.ndarray, np.ndarray, bytes]]:
+    """Each track with its fingerprints and its stored peaks (b"" if it has none)."""
     for i in range(0, len(tracks), BATCH_TRACKS):
         part = tracks[i : i + BATCH_TRACKS]
-        postings = shard.track_postings([t.track_id for t in part])
+        ids = [t.track_id for t in part]
+        postings = shard.track_postings(ids)
+        peaks = shard.track_peaks(ids)
         for track in part:
             if track.track_id in postings:  # deleted meanwhile otherwise
                 hashes, offsets = postings[track.track_id]
-                yield track, hashes, offsets
+                yield track, hashes, offsets, peaks.get(track.track_id, b"")
 
 
 def export_shard(config: Config, name: str, data_dir: Path, out: Path) -> int:
@@ -70,7 +74,7 @@ def export_shard(config: Config, name: str, data_dir: Path, out: Path) -> int:
             "fingerprint_version": FINGERPRINT_VERSION,
             "tracks": [],
         }
-        for track, hashes, offsets in tqdm(
+        for track, hashes, offsets, peaks in tqdm(
             _batches(shard, tracks), total=len(tracks), unit="track", file=sys.stderr
         ):
             key = f"tracks/{track.track_id}"
@@ -78,6 +82,8 @@ def export_shard(config: Config, name: str, data_dir: Path, out: Path) -> int:
                 buffer = io.BytesIO()
                 np.save(buffer, array, allow_pickle=False)
                 archive.writestr(f"{key}.{suffix}.npy", buffer.getvalue())
+            if peaks:
+                archive.writestr(f"{key}.peaks", peaks)
             manifest["tracks"].append(
                 {
                     "key": key,
@@ -111,6 +117,7 @@ def import_shard(config: Config, name: str, data_dir: Path, source: Path) -> tup
                 f"{source} holds fingerprints of version {manifest.get('fingerprint_version')}; "
                 f"this tunescout stores version {FINGERPRINT_VERSION}: re-fingerprint the audio"
             )
+        names = set(archive.namelist())
         others = _holders(config, data_dir, name)
         stored = present = 0
         try:
@@ -133,7 +140,9 @@ def import_shard(config: Config, name: str, data_dir: Path, source: Path) -> tup
                         entry["year"],
                         entry["duration_s"],
                     )
-                    outcome = shard.ingest(meta, hashes, offsets)
+                    peaks_name = f"{entry['key']}.peaks"
+                    peaks = archive.read(peaks_name) if peaks_name in names else b""
+                    outcome = shard.ingest(meta, hashes, offsets, peaks)
                     present += outcome.already_present
                     stored += not outcome.already_present
         finally:
@@ -150,10 +159,10 @@ def move_tracks(config: Config, source: str, target: str, data_dir: Path, limit:
     with _opened(config, source, data_dir) as src, _opened(config, target, data_dir) as dst:
         tracks = src.list_tracks()[: limit if limit is not None else None]
         moved = 0
-        for track, hashes, offsets in tqdm(
+        for track, hashes, offsets, peaks in tqdm(
             _batches(src, tracks), total=len(tracks), unit="track", file=sys.stderr
         ):
-            dst.ingest(_meta(track), hashes, offsets)  # idempotent: a rerun after a crash goes on
+            dst.ingest(_meta(track), hashes, offsets, peaks)  # idempotent: a rerun after a crash goes on
             src.delete_track(track.track_id)
             moved += 1
     return moved

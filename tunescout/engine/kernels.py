@@ -762,7 +762,7 @@ def describe_windows(
     delta_bias: int,
     tol: int,
     drift: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """For each chosen bin c, whose matches are keys[lo[c]:hi[c]] (sorted: by offset difference
     `(key & delta_mask) - delta_bias`) with the query frames they come from (`frames`, >= 0):
     (offset, distinct frames, matches, nearby frames) of the window of +-tol, centred on an offset
@@ -776,13 +776,15 @@ def describe_windows(
     break ties of distinct frames (then the lowest offset wins): frames of a noisy clip's true place
     match at neighbouring offsets too. A fifth array, `rival frames`, holds the most distinct frames of a
     window centred more than `drift` away from the chosen one (0 if none): the evidence of another place
-    in the same track, such as a repeat of the clip's passage."""
+    in the same track, such as a repeat of the clip's passage; a sixth, `rival offset`, the offset
+    difference that window is centred on (0 if none)."""
     n_bins = lo.shape[0]
     out_offset = np.empty(n_bins, np.int64)
     out_frames = np.empty(n_bins, np.int64)
     out_matches = np.empty(n_bins, np.int64)
     out_nearby = np.empty(n_bins, np.int64)
     out_rival = np.zeros(n_bins, np.int64)
+    out_rival_offset = np.zeros(n_bins, np.int64)
     top_frame = 0
     for c in range(n_bins):
         for i in range(lo[c], hi[c]):
@@ -856,6 +858,7 @@ def describe_windows(
         for r in range(n_runs):
             if abs(run_delta[r] - centre) > drift and run_window[r] > rival:
                 rival = run_window[r]
+                out_rival_offset[c] = run_delta[r]
         out_rival[c] = rival
         # its matches, and the frames near it
         pass_id += 1
@@ -879,7 +882,7 @@ def describe_windows(
         out_frames[c] = frames_in
         out_matches[c] = matches
         out_nearby[c] = frames_near
-    return out_offset, out_frames, out_matches, out_nearby, out_rival
+    return out_offset, out_frames, out_matches, out_nearby, out_rival, out_rival_offset
 
 
 def describe_windows_reference(
@@ -891,7 +894,7 @@ def describe_windows_reference(
     delta_bias: int,
     tol: int,
     drift: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """NumPy reference of `describe_windows`, bin by bin: every window's distinct frames by np.unique."""
     out = []
     for a, b in zip(lo, hi, strict=True):
@@ -904,6 +907,11 @@ def describe_windows_reference(
         centre = present[np.lexsort((-np.asarray(pairs), -np.asarray(distinct)))[0]]
         in_window = np.abs(d - centre) <= tol
         away = np.abs(present - centre) > drift
+        rival_at = np.flatnonzero(away)
+        # the first (lowest) offset difference holding the most distinct frames, as the kernel's scan
+        rival_offset = (
+            int(present[rival_at[np.argmax(np.asarray(distinct)[rival_at])]]) if rival_at.size else 0
+        )
         out.append(
             (
                 round(float(d[in_window].mean())),
@@ -911,8 +919,69 @@ def describe_windows_reference(
                 int(in_window.sum()),
                 np.unique(f[np.abs(d - centre) <= drift]).size,
                 max(np.asarray(distinct)[away], default=0),
+                rival_offset,
             )
         )
     if not out:
-        return tuple(np.empty(0, np.int64) for _ in range(5))  # type: ignore[return-value]
+        return tuple(np.empty(0, np.int64) for _ in range(6))  # type: ignore[return-value]
     return tuple(np.asarray(col, np.int64) for col in zip(*out, strict=True))  # type: ignore[return-value]
+
+
+# -- verification: a query's single peaks that meet a stored track's peaks at given offsets ---------------
+
+
+@njit(cache=True, nogil=True)
+def peak_coincidences(
+    frame_start: np.ndarray,
+    stored_cell: np.ndarray,
+    query_t: np.ndarray,
+    query_cell: np.ndarray,
+    offsets: np.ndarray,
+    frame_reach: int,
+    cell_reach: int,
+) -> np.ndarray:
+    """For each offset o: the query peaks (frame `query_t[i]`, cell `query_cell[i]`) that meet a stored
+    peak within +-`frame_reach` frames of `query_t[i] + o` and +-`cell_reach` cells. The stored track's
+    peaks are given frame by frame: those of frame f have cells `stored_cell[frame_start[f] :
+    frame_start[f + 1]]` (`frame_start` has one entry per stored frame, plus one)."""
+    n_frames = frame_start.shape[0] - 1
+    out = np.zeros(offsets.shape[0], np.int64)
+    for k in range(offsets.shape[0]):
+        count = 0
+        for i in range(query_t.shape[0]):
+            centre = np.int64(query_t[i]) + offsets[k]
+            c = query_cell[i]
+            met = False
+            for f in range(
+                max(np.int64(0), centre - frame_reach), min(np.int64(n_frames), centre + frame_reach + 1)
+            ):
+                for j in range(frame_start[f], frame_start[f + 1]):
+                    if abs(np.int64(stored_cell[j]) - c) <= cell_reach:
+                        met = True
+                        break
+                if met:
+                    break
+            if met:
+                count += 1
+        out[k] = count
+    return out
+
+
+def peak_coincidences_reference(
+    frame_start: np.ndarray,
+    stored_cell: np.ndarray,
+    query_t: np.ndarray,
+    query_cell: np.ndarray,
+    offsets: np.ndarray,
+    frame_reach: int,
+    cell_reach: int,
+) -> np.ndarray:
+    """NumPy reference of `peak_coincidences`: every (query peak, stored peak) distance at once."""
+    counts = np.diff(frame_start)
+    stored_t = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
+    out = []
+    for o in offsets:
+        dt = np.abs(stored_t[None, :] - (query_t.astype(np.int64)[:, None] + int(o)))
+        dc = np.abs(stored_cell.astype(np.int64)[None, :] - query_cell.astype(np.int64)[:, None])
+        out.append(int(((dt <= frame_reach) & (dc <= cell_reach)).any(axis=1).sum()))
+    return np.asarray(out, np.int64)

@@ -11,16 +11,19 @@ still without a confident, uncontested answer gets one last lookup: its plain tr
 moved by a frame (`MatchParams.jitter_frames`), which finds phone recordings whose reverb moved their
 peaks. No stage looks up a hash an earlier one did (`_Looked`). A long clip is looked up over its busiest
 `MatchParams.long_clip_window_s` first, and the later stages read only that span (`densest_window`).
+When the answer's track holds another place almost as strong (a repeat of the passage), the clip's single
+peaks settle which place it is (`verify.py`, `MatchParams.settle_rival_share`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tunescout.engine import hashes, kernels
+from tunescout.engine import hashes, kernels, verify
 from tunescout.engine.fingerprint import Fingerprint, hashes_from_peaks, query_pairs
 from tunescout.engine.pairs import Triplets, narrowed, triplets_of
 from tunescout.engine.params import DEFAULT_MATCH_PARAMS, DEFAULT_PARAMS, FingerprintParams, MatchParams
@@ -36,6 +39,8 @@ from tunescout.engine.score import (
 )
 from tunescout.store.shard import FingerprintShard, Postings
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class TrackSize:
@@ -46,6 +51,8 @@ class TrackSize:
 
 # track ids -> their sizes; ids it does not know (deleted meanwhile) are left out
 TrackSizes = Callable[[Iterable[int]], Mapping[int, TrackSize]]
+# track ids -> their stored peaks (`verify.encode`); tracks stored without them are left out
+TrackPeaks = Callable[[Iterable[int]], Mapping[int, bytes]]
 
 
 @dataclass(frozen=True)
@@ -133,10 +140,13 @@ def match_peaks(
     params: FingerprintParams = DEFAULT_PARAMS,
     match_params: MatchParams = DEFAULT_MATCH_PARAMS,
     stored_hashes: int = 0,
+    track_peaks: TrackPeaks | None = None,
 ) -> list[TrackMatch]:
     """Up to `max_results` tracks, most confident first, each at least `min_confidence`; [] if none is.
     `stored_hashes`: the catalogue's size (all shards), which the confidence is calibrated for; 0 when
-    unknown (calibrated as for about 12 hours of audio)."""
+    unknown (calibrated as for about 12 hours of audio). `track_peaks` (None: not available) settles a
+    contested offset."""
+    clip = peaks
     looked = _Looked(lookup, postings_cap(match_params, stored_hashes))
     top = match_params.max_results + 2
     needed = frames_needed(match_params, stored_hashes)
@@ -152,7 +162,9 @@ def match_peaks(
         candidates += rank_offsets(
             part_plain, index, looked(index.unique), match_params, top=top, min_window=needed
         )
-        results, concentration, rival = _rank(candidates, track_sizes, params, match_params, stored_hashes)
+        results, concentration, rival, chosen = _rank(
+            candidates, track_sizes, params, match_params, stored_hashes
+        )
         # matches spread around the offset (rather than piled in its window) mean the clip's tempo
         # differs: the plain answer may name the right track, but its offset drifts, so the hypotheses run
         if (
@@ -161,7 +173,7 @@ def match_peaks(
             and concentration >= match_params.early_exit_concentration
             and rival <= match_params.early_exit_rival_share
         ):
-            return results
+            return _settled(results, chosen, clip, track_peaks, params, match_params)
     peaks = window
     hyp = _hypotheses(match_params)
     if hyp:
@@ -182,7 +194,7 @@ def match_peaks(
         candidates += _hypothesis_candidates(
             peaks, narrow, fan_out, hyp, looked, match_params, top=top, min_window=needed
         )
-        results, _, rival = _rank(candidates, track_sizes, params, match_params, stored_hashes)
+        results, _, rival, chosen = _rank(candidates, track_sizes, params, match_params, stored_hashes)
     if match_params.jitter_frames and not (
         results
         and results[0].confidence >= match_params.early_exit_confidence
@@ -190,8 +202,50 @@ def match_peaks(
     ):
         needed = frames_needed(match_params, stored_hashes, jittered=True)
         candidates += _jitter_candidates(peaks, plain, narrow, looked, match_params, needed)
-        results = _rank(candidates, track_sizes, params, match_params, stored_hashes)[0]
-    return results
+        results, _, _, chosen = _rank(candidates, track_sizes, params, match_params, stored_hashes)
+    return _settled(results, chosen, clip, track_peaks, params, match_params)
+
+
+def _settled(
+    results: list[TrackMatch],
+    chosen: Mapping[int, Candidate],
+    clip: Peaks,
+    track_peaks: TrackPeaks | None,
+    params: FingerprintParams,
+    match_params: MatchParams,
+) -> list[TrackMatch]:
+    """`results` with the first one moved to its track's rival place when the clip's single peaks meet
+    the stored track's clearly more often there (`MatchParams.settle_rival_share`, `settle_margin`). Its
+    confidence (that the track is right) stays; `matches` becomes the frames of the place it moved to."""
+    if not results or track_peaks is None:
+        return results
+    top = results[0]
+    c = chosen[top.track_id]
+    if c.rival_frames < match_params.settle_rival_share * c.distinct_frames:
+        return results
+    blob = track_peaks([top.track_id]).get(top.track_id)
+    if blob is None:
+        return results
+    try:
+        stored = verify.decode(blob)
+    except verify.PeaksFormatError as exc:  # the answer stands on its triplets
+        logger.warning("track %d: stored peaks unreadable (%s); its offset is not settled", top.track_id, exc)
+        return results
+    t, cells = verify.query_cells(clip, params, c.speed, c.tempo)
+    here, there = verify.coincidences(stored, t, cells, [c.offset_frames, c.rival_offset])
+    logger.debug(
+        "track %d: clip peaks meeting it at %d: %d, at the rival %d: %d",
+        top.track_id, c.offset_frames, here, c.rival_offset, there,
+    )  # fmt: skip
+    if there <= match_params.settle_margin * here:
+        return results
+    moved = replace(
+        top,
+        offset_frames=c.rival_offset,
+        offset_s=c.rival_offset * params.frame_seconds,
+        matches=c.rival_frames,
+    )
+    return [moved, *results[1:]]
 
 
 def _hypothesis_candidates(
@@ -326,15 +380,17 @@ def _rank(
     params: FingerprintParams,
     match_params: MatchParams,
     stored_hashes: int,
-) -> tuple[list[TrackMatch], float, float]:
-    """Tracks ranked by confidence (each at its best hypothesis); how concentrated the best one's
+) -> tuple[list[TrackMatch], float, float, dict[int, Candidate]]:
+    """Tracks ranked by confidence (each at its best hypothesis), with the candidate each came from; how
+    concentrated the best one's
     matches are: the share of the query frames matching near its offset that sit inside its offset window
     (1.0 = no drift); and how close a rival comes: the most distinct frames of another place (another
     track, or the best one's track beyond +-`drift_frames` of its offset) over the best one's."""
     if not candidates:
-        return [], 0.0, 0.0
+        return [], 0.0, 0.0, {}
     sizes = track_sizes({c.track_id for c in candidates})
     best: dict[int, TrackMatch] = {}
+    chosen: dict[int, Candidate] = {}
     concentration: dict[int, float] = {}
     rival_frames: dict[int, int] = {}
     for c in candidates:
@@ -357,12 +413,13 @@ def _rank(
             speed=c.speed,
             tempo=c.tempo,
         )
+        chosen[c.track_id] = c
         concentration[c.track_id] = c.distinct_frames / max(1, c.nearby_frames)
         rival_frames[c.track_id] = c.rival_frames
     ranked = sorted(best.values(), key=lambda m: (-m.confidence, -m.matches))
     results = [m for m in ranked if m.confidence >= match_params.min_confidence][: match_params.max_results]
     if not results:
-        return results, 0.0, 0.0
+        return results, 0.0, 0.0, chosen
     top = results[0]
     runner_up = max([rival_frames[top.track_id]] + [m.matches for m in ranked[1:]])
-    return results, concentration[top.track_id], runner_up / max(1, top.matches)
+    return results, concentration[top.track_id], runner_up / max(1, top.matches), chosen

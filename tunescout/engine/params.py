@@ -105,6 +105,12 @@ class MatchParams:
     # (bench/results/match_ab_rival_heldout.json, _dev.json); at 10,000 tracks p50 7.6 -> 8.6 ms
     # (match_ab_rival.json). 0.75 and 0.5 gained no more for 20-40 % more hashes
     early_exit_rival_share: float = 0.9
+    # a contested answer, whose track holds another place (beyond `drift_frames`) with at least
+    # `settle_rival_share` of its distinct frames (a repeat of the passage), is settled by single peaks: the
+    # clip's peaks that meet the track's stored ones at each place (verify.py); the other place wins when it
+    # counts more than `settle_margin` times as many. A track stored without its peaks keeps the answer.
+    settle_rival_share: float = 0.5
+    settle_margin: float = 1.05
     drift_frames: int = 40  # frames; how far a 5 % tempo change drifts a 10 s clip's matches (about 0.6 s)
     max_results: int = 3
     # last try for clips still without a confident answer (reverb, heavy noise move peaks by a frame or

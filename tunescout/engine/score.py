@@ -36,6 +36,7 @@ class Candidate:
     distinct_frames: int = 0  # distinct query frames among the matches: repeats of one sound count once
     nearby_frames: int = 0  # distinct query frames matching within +-drift_frames of the offset
     rival_frames: int = 0  # the most distinct frames of a window of this track beyond +-drift_frames
+    rival_offset: int = 0  # where that window lies (the clip's start in the track, frames)
     jittered: bool = False  # found by the frame-jitter lookup: calibrated with its own midpoint
 
 
@@ -128,7 +129,7 @@ def rank_offsets(
     first_of_group = np.searchsorted(group[order], group[order], side="left")
     chosen = order[(np.arange(order.size) - first_of_group < top) & (best_window[order] >= min_window)]
     chosen_bins = bins[chosen]
-    offset, frames, matches, nearby, rival = kernels.describe_windows(
+    offset, frames, matches, nearby, rival, rival_offset = kernels.describe_windows(
         keys,
         query_offsets[rows],
         np.searchsorted(keys, chosen_bins << kernels.BIN_SHIFT, side="left"),
@@ -150,6 +151,7 @@ def rank_offsets(
             distinct_frames=int(frames[i]),
             nearby_frames=int(nearby[i]),
             rival_frames=int(rival[i]),
+            rival_offset=int(rival_offset[i]),
         )
         for i, (b, g) in enumerate(zip(chosen_bins.tolist(), group[chosen].tolist(), strict=True))
     ]

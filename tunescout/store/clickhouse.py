@@ -19,6 +19,7 @@ SQL by hand; the database name is checked as an identifier.
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import threading
@@ -198,6 +199,9 @@ _SHARD_SCHEMA = (
     "ENGINE = MergeTree ORDER BY track_id",
     "CREATE TABLE IF NOT EXISTS {db}.ts_ids (track_id UInt32) ENGINE = MergeTree ORDER BY track_id",
     "CREATE TABLE IF NOT EXISTS {db}.ts_deleted (track_id UInt32) ENGINE = MergeTree ORDER BY track_id",
+    # a track's peak blob (engine.verify), base64: a String column would come back as (lossy) text
+    "CREATE TABLE IF NOT EXISTS {db}.ts_peaks (track_id UInt32, data String) "
+    "ENGINE = MergeTree ORDER BY track_id",
 )
 
 
@@ -241,16 +245,18 @@ class ClickHouseShard:
             f"AND track_id NOT IN (SELECT track_id FROM {t}.ts_deleted)"
         )
 
-    def ingest(self, meta: TrackMeta, hashes: np.ndarray, offsets: np.ndarray) -> IngestOutcome:
+    def ingest(
+        self, meta: TrackMeta, hashes: np.ndarray, offsets: np.ndarray, peaks: bytes = b""
+    ) -> IngestOutcome:
         check_meta(meta)
         row_hashes, row_frames, _ = sorted_postings(hashes, offsets)
         with self._ingest_lock:
             existing = self.find_by_sha1(meta.file_sha1)
             if existing is not None:
                 return IngestOutcome(existing, already_present=True)
-            return self._db.call("ingest", self._ingest, meta, row_hashes, row_frames)
+            return self._db.call("ingest", self._ingest, meta, row_hashes, row_frames, peaks)
 
-    def _ingest(self, meta: TrackMeta, hashes: np.ndarray, frames: np.ndarray) -> IngestOutcome:
+    def _ingest(self, meta: TrackMeta, hashes: np.ndarray, frames: np.ndarray, peaks: bytes) -> IngestOutcome:
         t = self._t
         (last,) = self._c.rows(f"SELECT max(track_id) FROM {t}.ts_ids")[0]
         track_id = int(last or 0) + 1
@@ -260,6 +266,9 @@ class ClickHouseShard:
             part = slice(i, i + INSERT_BATCH_ROWS)
             rows = list(zip(hashes[part].tolist(), ids[part].tolist(), frames[part].tolist(), strict=True))
             self._c.insert(f"{t}.ts_fingerprints", rows, ("hash", "track_id", "frame"), ("UInt32",) * 3)
+        if peaks:
+            encoded = base64.b64encode(peaks).decode("ascii")
+            self._c.insert(f"{t}.ts_peaks", [(track_id, encoded)], ("track_id", "data"), ("UInt32", "String"))
         now = time.time()
         record = TrackRecord.stored(track_id, meta, int(hashes.size), now)
         row = (
@@ -313,6 +322,18 @@ class ClickHouseShard:
             return {}
         return {t.track_id: t for t in self._tracks("track_id IN %(ids)s", {"ids": wanted})}
 
+    def track_peaks(self, track_ids: Iterable[int]) -> dict[int, bytes]:
+        wanted = tuple(sorted({int(t) for t in track_ids}))
+        if not wanted:
+            return {}
+        rows = self._db.call(
+            "reading peaks", self._c.rows,
+            f"SELECT track_id, any(data) FROM {self._t}.ts_peaks "
+            f"WHERE track_id IN %(ids)s AND {self._live()} GROUP BY track_id",
+            {"ids": wanted},
+        )  # fmt: skip
+        return {int(r[0]): base64.b64decode(r[1]) for r in rows}
+
     def delete_track(self, track_id: int) -> bool:
         if not self.get_tracks([track_id]):
             return False
@@ -320,7 +341,11 @@ class ClickHouseShard:
         self._db.call(
             "delete", self._c.insert, f"{t}.ts_deleted", [(int(track_id),)], ("track_id",), ("UInt32",)
         )
-        for table in ("ts_fingerprints", "ts_tracks"):  # asynchronous; the tombstone hides them meanwhile
+        for table in (
+            "ts_fingerprints",
+            "ts_peaks",
+            "ts_tracks",
+        ):  # asynchronous; the tombstone hides them meanwhile
             self._db.call(
                 "delete",
                 self._c.command,
@@ -357,6 +382,11 @@ class ClickHouseShard:
             self._c.command,
             f"ALTER TABLE {t}.ts_fingerprints DELETE "
             f"WHERE track_id NOT IN (SELECT track_id FROM {t}.ts_tracks)",
+        )
+        self._db.call(
+            "purge",
+            self._c.command,
+            f"ALTER TABLE {t}.ts_peaks DELETE WHERE track_id NOT IN (SELECT track_id FROM {t}.ts_tracks)",
         )
 
     def stats(self) -> ShardStats:

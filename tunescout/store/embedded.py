@@ -98,6 +98,13 @@ _SEGMENT_TMP = re.compile(r"seg-\d{10}\.tsseg(\.upgrade)?\.tmp")
 # 2 deleted and purged by a full compaction (no posting left anywhere)
 _LIVE, _DELETED, _PURGED = 0, 1, 2
 
+# a track's peaks (engine.verify), deleted with it. Added after format 2 shipped: a shard without it gets it
+# when opened (older releases ignore the table)
+_PEAKS_TABLE = """CREATE TABLE IF NOT EXISTS track_peaks (
+    track_id INTEGER PRIMARY KEY REFERENCES tracks (track_id),
+    data BLOB NOT NULL
+)"""
+
 _SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE tracks (
@@ -129,6 +136,7 @@ _SCHEMA = (
         n_rows INTEGER NOT NULL,
         data BLOB NOT NULL
     )""",
+    _PEAKS_TABLE,
 )
 
 _SELECT_TRACK = (
@@ -389,6 +397,9 @@ class EmbeddedShard:
                 f"{self.fingerprint_version}, whose hashes would never match them. Re-ingest the tracks into "
                 "a new shard, or run the tunescout release that computes that version."
             )
+        if "track_peaks" not in tables:
+            with self._transaction() as txn:
+                txn.execute(_PEAKS_TABLE)
 
     def _upgrade_file(self, file_path: Path) -> None:
         with open(file_path, "rb") as f:
@@ -490,8 +501,10 @@ class EmbeddedShard:
 
     # -- the protocol ----------------------------------------------------------------------------------
 
-    def ingest(self, meta: TrackMeta, hashes: np.ndarray, offsets: np.ndarray) -> IngestOutcome:
-        """Store a track and its fingerprints in one transaction; see `FingerprintShard.ingest`.
+    def ingest(
+        self, meta: TrackMeta, hashes: np.ndarray, offsets: np.ndarray, peaks: bytes = b""
+    ) -> IngestOutcome:
+        """Store a track, its fingerprints and its peaks in one transaction; see `FingerprintShard.ingest`.
 
         Raises ValueError for malformed input and StoreError when the shard's frame space is full. A merge
         that this call triggers runs before it returns; a failing merge is logged, not raised (the track
@@ -528,6 +541,8 @@ class EmbeddedShard:
             with self._transaction() as txn:
                 track_id = _insert_track(txn, meta, n_rows, base_frame, n_frames, created_at)
                 segment_id = _insert_level0(txn, track_id, n_rows, blob) if n_rows else None
+                if peaks:
+                    txn.execute("INSERT INTO track_peaks (track_id, data) VALUES (?, ?)", (track_id, peaks))
             record = TrackRecord.stored(track_id, meta, n_rows, created_at)
             self._tracks.append(track_id, base_frame, base_frame + n_frames, live=True)
             self._next_base_frame = base_frame + n_frames + GAP_FRAMES
@@ -598,6 +613,13 @@ class EmbeddedShard:
         rows = self._live_tracks(_SELECT_TRACK, track_ids)
         return {row[0]: _track_record(row) for row in rows}
 
+    def track_peaks(self, track_ids: Iterable[int]) -> dict[int, bytes]:
+        rows = self._live_tracks(
+            "SELECT tracks.track_id, track_peaks.data FROM tracks JOIN track_peaks USING (track_id)",
+            track_ids,
+        )
+        return {int(row[0]): bytes(row[1]) for row in rows}
+
     def _live_tracks(self, select: str, track_ids: Iterable[int], order_by: str = "") -> list[tuple]:
         """Rows of `select` (a SELECT ... FROM tracks) for the live tracks among `track_ids`."""
         wanted = sorted({int(t) for t in track_ids})
@@ -608,7 +630,8 @@ class EmbeddedShard:
             return (
                 self._read_conn()
                 .execute(
-                    f"{select} WHERE deleted = 0 AND track_id IN (SELECT value FROM json_each(?)) {order_by}",
+                    f"{select} WHERE deleted = 0 AND tracks.track_id IN (SELECT value FROM json_each(?)) "
+                    + order_by,
                     (json.dumps(wanted),),
                 )
                 .fetchall()
@@ -626,6 +649,7 @@ class EmbeddedShard:
                 if row is None:
                     return False
                 txn.execute("UPDATE tracks SET deleted = ? WHERE track_id = ?", (_DELETED, int(track_id)))
+                txn.execute("DELETE FROM track_peaks WHERE track_id = ?", (int(track_id),))
             self._tracks.set_dead(int(track_id))
             self._n_live_tracks -= 1
             self._n_live_hashes -= row[0]

@@ -62,6 +62,10 @@ _SHARD_SCHEMA = (
     " hash INT UNSIGNED NOT NULL, track_id INT UNSIGNED NOT NULL, frame MEDIUMINT UNSIGNED NOT NULL,"
     " PRIMARY KEY (hash, track_id, frame), KEY ix_track (track_id)"
     ") ENGINE=InnoDB",
+    # a track's peak blob (engine.verify)
+    "CREATE TABLE IF NOT EXISTS ts_peaks ("
+    " track_id INT UNSIGNED NOT NULL PRIMARY KEY, data MEDIUMBLOB NOT NULL"
+    ") ENGINE=InnoDB",
 )
 _RESULTS_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS ts_meta (k VARCHAR(64) NOT NULL PRIMARY KEY, v VARCHAR(255) NOT NULL) "
@@ -246,12 +250,16 @@ class MySQLShard:
         )
         self.where = self._db.where
 
-    def ingest(self, meta: TrackMeta, hashes: np.ndarray, offsets: np.ndarray) -> IngestOutcome:
+    def ingest(
+        self, meta: TrackMeta, hashes: np.ndarray, offsets: np.ndarray, peaks: bytes = b""
+    ) -> IngestOutcome:
         check_meta(meta)
         row_hashes, row_frames, _ = sorted_postings(hashes, offsets)
-        return self._db.run(self._ingest(meta, row_hashes, row_frames))
+        return self._db.run(self._ingest(meta, row_hashes, row_frames, peaks))
 
-    async def _ingest(self, meta: TrackMeta, hashes: np.ndarray, frames: np.ndarray) -> IngestOutcome:
+    async def _ingest(
+        self, meta: TrackMeta, hashes: np.ndarray, frames: np.ndarray, peaks: bytes
+    ) -> IngestOutcome:
         async with self._db.connection() as conn:
             try:
                 async with conn.cursor() as cur:
@@ -287,6 +295,12 @@ class MySQLShard:
                         )
                         await cur.executemany(
                             "INSERT INTO ts_fingerprints (hash, track_id, frame) VALUES (%s, %s, %s)", rows
+                        )
+                    if peaks:
+                        # as hex: aiomysql's escaping of bytes fails with current PyMySQL (TypeError)
+                        await cur.execute(
+                            "INSERT INTO ts_peaks (track_id, data) VALUES (%s, UNHEX(%s))",
+                            (track_id, peaks.hex()),
                         )
                 await conn.commit()
             except pymysql.err.IntegrityError:  # the same audio was stored meanwhile by a racing upload
@@ -365,6 +379,25 @@ class MySQLShard:
 
         return {int(r[0]): _track(r) for r in self._db.run(get())}
 
+    def track_peaks(self, track_ids: Iterable[int]) -> dict[int, bytes]:
+        wanted = sorted({int(t) for t in track_ids})
+        if not wanted:
+            return {}
+
+        async def get() -> list[tuple]:
+            async with self._db.connection() as conn, conn.cursor() as cur:
+                marks = ", ".join(["%s"] * len(wanted))
+                await cur.execute(
+                    "SELECT p.track_id, p.data FROM ts_peaks p JOIN ts_tracks t ON t.track_id = p.track_id "
+                    f"WHERE p.track_id IN ({marks})",
+                    wanted,
+                )
+                rows = await cur.fetchall()
+                await conn.rollback()
+                return rows
+
+        return {int(r[0]): bytes(r[1]) for r in self._db.run(get())}
+
     def delete_track(self, track_id: int) -> bool:
         async def delete() -> bool:
             async with self._db.connection() as conn:
@@ -375,6 +408,7 @@ class MySQLShard:
                             await conn.rollback()
                             return False
                         await cur.execute("DELETE FROM ts_fingerprints WHERE track_id = %s", (int(track_id),))
+                        await cur.execute("DELETE FROM ts_peaks WHERE track_id = %s", (int(track_id),))
                     await conn.commit()
                 except BaseException:
                     await conn.rollback()

@@ -98,12 +98,15 @@ class ShardStats:
 class FingerprintShard(Protocol):
     """One shard of the fingerprint index. Safe for one writer and many readers across threads."""
 
-    def ingest(self, meta: TrackMeta, hashes: np.ndarray, offsets: np.ndarray) -> IngestOutcome:
+    def ingest(
+        self, meta: TrackMeta, hashes: np.ndarray, offsets: np.ndarray, peaks: bytes = b""
+    ) -> IngestOutcome:
         """Store a track and its fingerprints, atomically.
 
         `hashes` (uint32) and `offsets` (non-negative integer frames) are parallel, unsorted, and may
-        repeat a (hash, offset) pair, which is stored once. Idempotent by `meta.file_sha1`: a track already
-        stored is returned with `already_present=True` and nothing is written.
+        repeat a (hash, offset) pair, which is stored once. `peaks` is the track's peak blob
+        (`engine.verify.encode`, kept as given; b"" = none). Idempotent by `meta.file_sha1`: a track
+        already stored is returned with `already_present=True` and nothing is written.
         """
         ...
 
@@ -121,6 +124,10 @@ class FingerprintShard(Protocol):
 
     def get_tracks(self, track_ids: Iterable[int]) -> dict[int, TrackRecord]:
         """Live tracks by id; unknown or deleted ids are left out."""
+        ...
+
+    def track_peaks(self, track_ids: Iterable[int]) -> dict[int, bytes]:
+        """The peak blobs of live tracks stored with one; others are left out. One round trip."""
         ...
 
     def delete_track(self, track_id: int) -> bool:

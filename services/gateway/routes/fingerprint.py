@@ -96,6 +96,7 @@ async def fingerprint(request: Request, state: State) -> JSONResponse:
             ),
             hashes_u32le=fp.fingerprint.hashes_u32le,
             offsets_frames_i32le=fp.fingerprint.offsets_frames_i32le,
+            peaks=fp.fingerprint.peaks,
             fingerprint_version=fp.fingerprint_version,
         ),
         timeout,

@@ -24,25 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.tunescout/fingerprinter/v1/fingerprinter.proto\x12\x1atunescout.fingerprinter.v1\"|\n\x12\x46ingerprintOptions\x12.\n\x04role\x18\x01 \x01(\x0e\x32 .tunescout.fingerprinter.v1.Role\x12\x0f\n\x07start_s\x18\x02 \x01(\x01\x12\x12\n\nduration_s\x18\x03 \x01(\x01\x12\x11\n\tfile_name\x18\x04 \x01(\t\"j\n\x12\x46ingerprintRequest\x12?\n\x07options\x18\x01 \x01(\x0b\x32..tunescout.fingerprinter.v1.FingerprintOptions\x12\x13\n\x0b\x61udio_chunk\x18\x02 \x01(\x0c\"A\n\x0b\x46ingerprint\x12\x14\n\x0chashes_u32le\x18\x01 \x01(\x0c\x12\x1c\n\x14offsets_frames_i32le\x18\x02 \x01(\x0c\"_\n\x05Peaks\x12\x14\n\x0c\x66rames_i32le\x18\x01 \x01(\x0c\x12\x15\n\rfreq_hz_f64le\x18\x02 \x01(\x0c\x12\x17\n\x0fmagnitude_f32le\x18\x03 \x01(\x0c\x12\x10\n\x08n_frames\x18\x04 \x01(\x05\"\x80\x02\n\x13\x46ingerprintResponse\x12\x11\n\tfile_sha1\x18\x01 \x01(\t\x12\x12\n\nduration_s\x18\x02 \x01(\x01\x12\x16\n\x0esample_rate_hz\x18\x03 \x01(\x05\x12\x0f\n\x07\x66rame_s\x18\x04 \x01(\x01\x12\x1b\n\x13\x66ingerprint_version\x18\x05 \x01(\x05\x12>\n\x0b\x66ingerprint\x18\x06 \x01(\x0b\x32\'.tunescout.fingerprinter.v1.FingerprintH\x00\x12\x32\n\x05peaks\x18\x07 \x01(\x0b\x32!.tunescout.fingerprinter.v1.PeaksH\x00\x42\x08\n\x06result*@\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x12\n\x0eROLE_REFERENCE\x10\x01\x12\x0e\n\nROLE_QUERY\x10\x02\x32\x88\x01\n\x14\x46ingerprinterService\x12p\n\x0b\x46ingerprint\x12..tunescout.fingerprinter.v1.FingerprintRequest\x1a/.tunescout.fingerprinter.v1.FingerprintResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.tunescout/fingerprinter/v1/fingerprinter.proto\x12\x1atunescout.fingerprinter.v1\"|\n\x12\x46ingerprintOptions\x12.\n\x04role\x18\x01 \x01(\x0e\x32 .tunescout.fingerprinter.v1.Role\x12\x0f\n\x07start_s\x18\x02 \x01(\x01\x12\x12\n\nduration_s\x18\x03 \x01(\x01\x12\x11\n\tfile_name\x18\x04 \x01(\t\"j\n\x12\x46ingerprintRequest\x12?\n\x07options\x18\x01 \x01(\x0b\x32..tunescout.fingerprinter.v1.FingerprintOptions\x12\x13\n\x0b\x61udio_chunk\x18\x02 \x01(\x0c\"P\n\x0b\x46ingerprint\x12\x14\n\x0chashes_u32le\x18\x01 \x01(\x0c\x12\x1c\n\x14offsets_frames_i32le\x18\x02 \x01(\x0c\x12\r\n\x05peaks\x18\x03 \x01(\x0c\"_\n\x05Peaks\x12\x14\n\x0c\x66rames_i32le\x18\x01 \x01(\x0c\x12\x15\n\rfreq_hz_f64le\x18\x02 \x01(\x0c\x12\x17\n\x0fmagnitude_f32le\x18\x03 \x01(\x0c\x12\x10\n\x08n_frames\x18\x04 \x01(\x05\"\x80\x02\n\x13\x46ingerprintResponse\x12\x11\n\tfile_sha1\x18\x01 \x01(\t\x12\x12\n\nduration_s\x18\x02 \x01(\x01\x12\x16\n\x0esample_rate_hz\x18\x03 \x01(\x05\x12\x0f\n\x07\x66rame_s\x18\x04 \x01(\x01\x12\x1b\n\x13\x66ingerprint_version\x18\x05 \x01(\x05\x12>\n\x0b\x66ingerprint\x18\x06 \x01(\x0b\x32\'.tunescout.fingerprinter.v1.FingerprintH\x00\x12\x32\n\x05peaks\x18\x07 \x01(\x0b\x32!.tunescout.fingerprinter.v1.PeaksH\x00\x42\x08\n\x06result*@\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x12\n\x0eROLE_REFERENCE\x10\x01\x12\x0e\n\nROLE_QUERY\x10\x02\x32\x88\x01\n\x14\x46ingerprinterService\x12p\n\x0b\x46ingerprint\x12..tunescout.fingerprinter.v1.FingerprintRequest\x1a/.tunescout.fingerprinter.v1.FingerprintResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tunescout.fingerprinter.v1.fingerprinter_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=735
-  _globals['_ROLE']._serialized_end=799
+  _globals['_ROLE']._serialized_start=750
+  _globals['_ROLE']._serialized_end=814
   _globals['_FINGERPRINTOPTIONS']._serialized_start=78
   _globals['_FINGERPRINTOPTIONS']._serialized_end=202
   _globals['_FINGERPRINTREQUEST']._serialized_start=204
   _globals['_FINGERPRINTREQUEST']._serialized_end=310
   _globals['_FINGERPRINT']._serialized_start=312
-  _globals['_FINGERPRINT']._serialized_end=377
-  _globals['_PEAKS']._serialized_start=379
-  _globals['_PEAKS']._serialized_end=474
-  _globals['_FINGERPRINTRESPONSE']._serialized_start=477
-  _globals['_FINGERPRINTRESPONSE']._serialized_end=733
-  _globals['_FINGERPRINTERSERVICE']._serialized_start=802
-  _globals['_FINGERPRINTERSERVICE']._serialized_end=938
+  _globals['_FINGERPRINT']._serialized_end=392
+  _globals['_PEAKS']._serialized_start=394
+  _globals['_PEAKS']._serialized_end=489
+  _globals['_FINGERPRINTRESPONSE']._serialized_start=492
+  _globals['_FINGERPRINTRESPONSE']._serialized_end=748
+  _globals['_FINGERPRINTERSERVICE']._serialized_start=817
+  _globals['_FINGERPRINTERSERVICE']._serialized_end=953
 # @@protoc_insertion_point(module_scope)

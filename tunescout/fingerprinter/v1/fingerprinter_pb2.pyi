@@ -36,12 +36,14 @@ class FingerprintRequest(_message.Message):
     def __init__(self, options: _Optional[_Union[FingerprintOptions, _Mapping]] = ..., audio_chunk: _Optional[bytes] = ...) -> None: ...
 
 class Fingerprint(_message.Message):
-    __slots__ = ("hashes_u32le", "offsets_frames_i32le")
+    __slots__ = ("hashes_u32le", "offsets_frames_i32le", "peaks")
     HASHES_U32LE_FIELD_NUMBER: _ClassVar[int]
     OFFSETS_FRAMES_I32LE_FIELD_NUMBER: _ClassVar[int]
+    PEAKS_FIELD_NUMBER: _ClassVar[int]
     hashes_u32le: bytes
     offsets_frames_i32le: bytes
-    def __init__(self, hashes_u32le: _Optional[bytes] = ..., offsets_frames_i32le: _Optional[bytes] = ...) -> None: ...
+    peaks: bytes
+    def __init__(self, hashes_u32le: _Optional[bytes] = ..., offsets_frames_i32le: _Optional[bytes] = ..., peaks: _Optional[bytes] = ...) -> None: ...
 
 class Peaks(_message.Message):
     __slots__ = ("frames_i32le", "freq_hz_f64le", "magnitude_f32le", "n_frames")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"tunescout/matcher/v1/matcher.proto\x12\x14tunescout.matcher.v1\"r\n\rTrackMetadata\x12\x11\n\tfile_sha1\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06\x61rtist\x18\x03 \x01(\t\x12\r\n\x05\x61lbum\x18\x04 \x01(\t\x12\x0c\n\x04year\x18\x05 \x01(\x05\x12\x12\n\nduration_s\x18\x06 \x01(\x01\"q\n\x05Track\x12\r\n\x05shard\x18\x01 \x01(\t\x12\x10\n\x08track_id\x18\x02 \x01(\x03\x12\x35\n\x08metadata\x18\x03 \x01(\x0b\x32#.tunescout.matcher.v1.TrackMetadata\x12\x10\n\x08n_hashes\x18\x04 \x01(\x03\"\x97\x01\n\rIngestRequest\x12\x35\n\x08metadata\x18\x01 \x01(\x0b\x32#.tunescout.matcher.v1.TrackMetadata\x12\x14\n\x0chashes_u32le\x18\x02 \x01(\x0c\x12\x1c\n\x14offsets_frames_i32le\x18\x03 \x01(\x0c\x12\x1b\n\x13\x66ingerprint_version\x18\x04 \x01(\x05\"U\n\x0eIngestResponse\x12*\n\x05track\x18\x01 \x01(\x0b\x32\x1b.tunescout.matcher.v1.Track\x12\x17\n\x0f\x61lready_present\x18\x02 \x01(\x08\"\x83\x01\n\x0cMatchRequest\x12\x14\n\x0c\x66rames_i32le\x18\x01 \x01(\x0c\x12\x15\n\rfreq_hz_f64le\x18\x02 \x01(\x0c\x12\x17\n\x0fmagnitude_f32le\x18\x03 \x01(\x0c\x12\x10\n\x08n_frames\x18\x04 \x01(\x05\x12\x1b\n\x13\x66ingerprint_version\x18\x05 \x01(\x05\"\xf5\x01\n\nTrackMatch\x12*\n\x05track\x18\x01 \x01(\x0b\x32\x1b.tunescout.matcher.v1.Track\x12\x15\n\roffset_frames\x18\x02 \x01(\x03\x12\x10\n\x08offset_s\x18\x03 \x01(\x01\x12\x16\n\x0ematched_hashes\x18\x04 \x01(\x03\x12\x14\n\x0cquery_hashes\x18\x05 \x01(\x03\x12\x18\n\x10query_hash_share\x18\x06 \x01(\x01\x12\x18\n\x10track_hash_share\x18\x07 \x01(\x01\x12\x12\n\nconfidence\x18\x08 \x01(\x01\x12\r\n\x05speed\x18\t \x01(\x01\x12\r\n\x05tempo\x18\n \x01(\x01\"+\n\nShardFault\x12\r\n\x05shard\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x96\x01\n\rMatchResponse\x12\x31\n\x07matches\x18\x01 \x03(\x0b\x32 .tunescout.matcher.v1.TrackMatch\x12<\n\x12unavailable_shards\x18\x02 \x03(\x0b\x32 .tunescout.matcher.v1.ShardFault\x12\x14\n\x0cshards_asked\x18\x03 \x01(\x05\"\'\n\x12\x44\x65leteTrackRequest\x12\x11\n\tfile_sha1\x18\x01 \x01(\t\"A\n\x13\x44\x65leteTrackResponse\x12*\n\x05track\x18\x01 \x01(\x0b\x32\x1b.tunescout.matcher.v1.Track\"\x0e\n\x0cStatsRequest\"m\n\nShardStats\x12\r\n\x05shard\x18\x01 \x01(\t\x12\x15\n\rdatabase_type\x18\x02 \x01(\t\x12\x10\n\x08n_tracks\x18\x03 \x01(\x03\x12\x10\n\x08n_hashes\x18\x04 \x01(\x03\x12\x15\n\rbytes_on_disk\x18\x05 \x01(\x03\"\x7f\n\rStatsResponse\x12\x30\n\x06shards\x18\x01 \x03(\x0b\x32 .tunescout.matcher.v1.ShardStats\x12<\n\x12unavailable_shards\x18\x02 \x03(\x0b\x32 .tunescout.matcher.v1.ShardFault2\xed\x02\n\x0eMatcherService\x12S\n\x06Ingest\x12#.tunescout.matcher.v1.IngestRequest\x1a$.tunescout.matcher.v1.IngestResponse\x12P\n\x05Match\x12\".tunescout.matcher.v1.MatchRequest\x1a#.tunescout.matcher.v1.MatchResponse\x12\x62\n\x0b\x44\x65leteTrack\x12(.tunescout.matcher.v1.DeleteTrackRequest\x1a).tunescout.matcher.v1.DeleteTrackResponse\x12P\n\x05Stats\x12\".tunescout.matcher.v1.StatsRequest\x1a#.tunescout.matcher.v1.StatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"tunescout/matcher/v1/matcher.proto\x12\x14tunescout.matcher.v1\"r\n\rTrackMetadata\x12\x11\n\tfile_sha1\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06\x61rtist\x18\x03 \x01(\t\x12\r\n\x05\x61lbum\x18\x04 \x01(\t\x12\x0c\n\x04year\x18\x05 \x01(\x05\x12\x12\n\nduration_s\x18\x06 \x01(\x01\"q\n\x05Track\x12\r\n\x05shard\x18\x01 \x01(\t\x12\x10\n\x08track_id\x18\x02 \x01(\x03\x12\x35\n\x08metadata\x18\x03 \x01(\x0b\x32#.tunescout.matcher.v1.TrackMetadata\x12\x10\n\x08n_hashes\x18\x04 \x01(\x03\"\xa6\x01\n\rIngestRequest\x12\x35\n\x08metadata\x18\x01 \x01(\x0b\x32#.tunescout.matcher.v1.TrackMetadata\x12\x14\n\x0chashes_u32le\x18\x02 \x01(\x0c\x12\x1c\n\x14offsets_frames_i32le\x18\x03 \x01(\x0c\x12\x1b\n\x13\x66ingerprint_version\x18\x04 \x01(\x05\x12\r\n\x05peaks\x18\x05 \x01(\x0c\"U\n\x0eIngestResponse\x12*\n\x05track\x18\x01 \x01(\x0b\x32\x1b.tunescout.matcher.v1.Track\x12\x17\n\x0f\x61lready_present\x18\x02 \x01(\x08\"\x83\x01\n\x0cMatchRequest\x12\x14\n\x0c\x66rames_i32le\x18\x01 \x01(\x0c\x12\x15\n\rfreq_hz_f64le\x18\x02 \x01(\x0c\x12\x17\n\x0fmagnitude_f32le\x18\x03 \x01(\x0c\x12\x10\n\x08n_frames\x18\x04 \x01(\x05\x12\x1b\n\x13\x66ingerprint_version\x18\x05 \x01(\x05\"\xf5\x01\n\nTrackMatch\x12*\n\x05track\x18\x01 \x01(\x0b\x32\x1b.tunescout.matcher.v1.Track\x12\x15\n\roffset_frames\x18\x02 \x01(\x03\x12\x10\n\x08offset_s\x18\x03 \x01(\x01\x12\x16\n\x0ematched_hashes\x18\x04 \x01(\x03\x12\x14\n\x0cquery_hashes\x18\x05 \x01(\x03\x12\x18\n\x10query_hash_share\x18\x06 \x01(\x01\x12\x18\n\x10track_hash_share\x18\x07 \x01(\x01\x12\x12\n\nconfidence\x18\x08 \x01(\x01\x12\r\n\x05speed\x18\t \x01(\x01\x12\r\n\x05tempo\x18\n \x01(\x01\"+\n\nShardFault\x12\r\n\x05shard\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x96\x01\n\rMatchResponse\x12\x31\n\x07matches\x18\x01 \x03(\x0b\x32 .tunescout.matcher.v1.TrackMatch\x12<\n\x12unavailable_shards\x18\x02 \x03(\x0b\x32 .tunescout.matcher.v1.ShardFault\x12\x14\n\x0cshards_asked\x18\x03 \x01(\x05\"\'\n\x12\x44\x65leteTrackRequest\x12\x11\n\tfile_sha1\x18\x01 \x01(\t\"A\n\x13\x44\x65leteTrackResponse\x12*\n\x05track\x18\x01 \x01(\x0b\x32\x1b.tunescout.matcher.v1.Track\"\x0e\n\x0cStatsRequest\"m\n\nShardStats\x12\r\n\x05shard\x18\x01 \x01(\t\x12\x15\n\rdatabase_type\x18\x02 \x01(\t\x12\x10\n\x08n_tracks\x18\x03 \x01(\x03\x12\x10\n\x08n_hashes\x18\x04 \x01(\x03\x12\x15\n\rbytes_on_disk\x18\x05 \x01(\x03\"\x7f\n\rStatsResponse\x12\x30\n\x06shards\x18\x01 \x03(\x0b\x32 .tunescout.matcher.v1.ShardStats\x12<\n\x12unavailable_shards\x18\x02 \x03(\x0b\x32 .tunescout.matcher.v1.ShardFault2\xed\x02\n\x0eMatcherService\x12S\n\x06Ingest\x12#.tunescout.matcher.v1.IngestRequest\x1a$.tunescout.matcher.v1.IngestResponse\x12P\n\x05Match\x12\".tunescout.matcher.v1.MatchRequest\x1a#.tunescout.matcher.v1.MatchResponse\x12\x62\n\x0b\x44\x65leteTrack\x12(.tunescout.matcher.v1.DeleteTrackRequest\x1a).tunescout.matcher.v1.DeleteTrackResponse\x12P\n\x05Stats\x12\".tunescout.matcher.v1.StatsRequest\x1a#.tunescout.matcher.v1.StatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,27 +36,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRACK']._serialized_start=176
   _globals['_TRACK']._serialized_end=289
   _globals['_INGESTREQUEST']._serialized_start=292
-  _globals['_INGESTREQUEST']._serialized_end=443
-  _globals['_INGESTRESPONSE']._serialized_start=445
-  _globals['_INGESTRESPONSE']._serialized_end=530
-  _globals['_MATCHREQUEST']._serialized_start=533
-  _globals['_MATCHREQUEST']._serialized_end=664
-  _globals['_TRACKMATCH']._serialized_start=667
-  _globals['_TRACKMATCH']._serialized_end=912
-  _globals['_SHARDFAULT']._serialized_start=914
-  _globals['_SHARDFAULT']._serialized_end=957
-  _globals['_MATCHRESPONSE']._serialized_start=960
-  _globals['_MATCHRESPONSE']._serialized_end=1110
-  _globals['_DELETETRACKREQUEST']._serialized_start=1112
-  _globals['_DELETETRACKREQUEST']._serialized_end=1151
-  _globals['_DELETETRACKRESPONSE']._serialized_start=1153
-  _globals['_DELETETRACKRESPONSE']._serialized_end=1218
-  _globals['_STATSREQUEST']._serialized_start=1220
-  _globals['_STATSREQUEST']._serialized_end=1234
-  _globals['_SHARDSTATS']._serialized_start=1236
-  _globals['_SHARDSTATS']._serialized_end=1345
-  _globals['_STATSRESPONSE']._serialized_start=1347
-  _globals['_STATSRESPONSE']._serialized_end=1474
-  _globals['_MATCHERSERVICE']._serialized_start=1477
-  _globals['_MATCHERSERVICE']._serialized_end=1842
+  _globals['_INGESTREQUEST']._serialized_end=458
+  _globals['_INGESTRESPONSE']._serialized_start=460
+  _globals['_INGESTRESPONSE']._serialized_end=545
+  _globals['_MATCHREQUEST']._serialized_start=548
+  _globals['_MATCHREQUEST']._serialized_end=679
+  _globals['_TRACKMATCH']._serialized_start=682
+  _globals['_TRACKMATCH']._serialized_end=927
+  _globals['_SHARDFAULT']._serialized_start=929
+  _globals['_SHARDFAULT']._serialized_end=972
+  _globals['_MATCHRESPONSE']._serialized_start=975
+  _globals['_MATCHRESPONSE']._serialized_end=1125
+  _globals['_DELETETRACKREQUEST']._serialized_start=1127
+  _globals['_DELETETRACKREQUEST']._serialized_end=1166
+  _globals['_DELETETRACKRESPONSE']._serialized_start=1168
+  _globals['_DELETETRACKRESPONSE']._serialized_end=1233
+  _globals['_STATSREQUEST']._serialized_start=1235
+  _globals['_STATSREQUEST']._serialized_end=1249
+  _globals['_SHARDSTATS']._serialized_start=1251
+  _globals['_SHARDSTATS']._serialized_end=1360
+  _globals['_STATSRESPONSE']._serialized_start=1362
+  _globals['_STATSRESPONSE']._serialized_end=1489
+  _globals['_MATCHERSERVICE']._serialized_start=1492
+  _globals['_MATCHERSERVICE']._serialized_end=1857
 # @@protoc_insertion_point(module_scope)

@@ -35,16 +35,18 @@ class Track(_message.Message):
     def __init__(self, shard: _Optional[str] = ..., track_id: _Optional[int] = ..., metadata: _Optional[_Union[TrackMetadata, _Mapping]] = ..., n_hashes: _Optional[int] = ...) -> None: ...
 
 class IngestRequest(_message.Message):
-    __slots__ = ("metadata", "hashes_u32le", "offsets_frames_i32le", "fingerprint_version")
+    __slots__ = ("metadata", "hashes_u32le", "offsets_frames_i32le", "fingerprint_version", "peaks")
     METADATA_FIELD_NUMBER: _ClassVar[int]
     HASHES_U32LE_FIELD_NUMBER: _ClassVar[int]
     OFFSETS_FRAMES_I32LE_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PEAKS_FIELD_NUMBER: _ClassVar[int]
     metadata: TrackMetadata
     hashes_u32le: bytes
     offsets_frames_i32le: bytes
     fingerprint_version: int
-    def __init__(self, metadata: _Optional[_Union[TrackMetadata, _Mapping]] = ..., hashes_u32le: _Optional[bytes] = ..., offsets_frames_i32le: _Optional[bytes] = ..., fingerprint_version: _Optional[int] = ...) -> None: ...
+    peaks: bytes
+    def __init__(self, metadata: _Optional[_Union[TrackMetadata, _Mapping]] = ..., hashes_u32le: _Optional[bytes] = ..., offsets_frames_i32le: _Optional[bytes] = ..., fingerprint_version: _Optional[int] = ..., peaks: _Optional[bytes] = ...) -> None: ...
 
 class IngestResponse(_message.Message):
     __slots__ = ("track", "already_present")
