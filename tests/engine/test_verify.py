@@ -10,7 +10,7 @@ import pytest
 
 from tunescout.engine import kernels, verify
 from tunescout.engine.hashes import freq_to_cell
-from tunescout.engine.match import TrackMatch, _settled
+from tunescout.engine.match import TrackMatch, TrackSize, _rescued, _settled
 from tunescout.engine.params import DEFAULT_MATCH_PARAMS, DEFAULT_PARAMS
 from tunescout.engine.peaks import Peaks
 from tunescout.engine.score import Candidate
@@ -142,3 +142,48 @@ def test_a_place_the_peaks_do_not_prefer_clearly_keeps_the_answer():
     results = [TrackMatch(7, 2000, 32.0, 50, 900, 0.06, 0.01, 0.99, 1.0, 1.0)]
     settled = _settled(results, chosen, clip, lambda ids: {7: blob}, DEFAULT_PARAMS, DEFAULT_MATCH_PARAMS)
     assert settled == results
+
+
+def _weak(track: Peaks, offset: int, frames: int = 6) -> Candidate:
+    return Candidate(7, offset, frames + 2, 900, 1.0, 1.0, distinct_frames=frames)
+
+
+def _sizes(ids):
+    return {7: TrackSize(n_hashes=5000)}
+
+
+def test_a_weak_candidate_whose_place_the_peaks_confirm_is_rescued_and_a_chance_one_is_not():
+    rng = np.random.default_rng(5)
+    track = _random_peaks(rng, 4000, 8000)
+    blob = verify.encode(track, DEFAULT_PARAMS)
+    # a noisy clip of frames 3000-3600: a third of the track's peaks there, and as many peaks of noise
+    inside = np.flatnonzero((track.t >= 3000) & (track.t < 3600))
+    kept = rng.choice(inside, inside.size // 3, replace=False)
+    noise = _random_peaks(rng, kept.size, 600)
+    clip = _peaks(
+        np.concatenate([track.t[kept] - 3000, noise.t]),
+        np.concatenate(
+            [freq_to_cell(track.freq_hz[kept], DEFAULT_PARAMS), freq_to_cell(noise.freq_hz, DEFAULT_PARAMS)]
+        ),
+    )
+    found, chosen = _rescued(
+        [_weak(track, 3000)], clip, _sizes, lambda ids: {7: blob}, DEFAULT_PARAMS, DEFAULT_MATCH_PARAMS
+    )
+    assert (
+        [m.offset_frames for m in found] == [3000]
+        and found[0].confidence > 0.9
+        and chosen[7].offset_frames == 3000
+    )
+    # the same track at a place the clip is not from, and a track stored without peaks: nothing
+    assert _rescued(
+        [_weak(track, 6000)], clip, _sizes, lambda ids: {7: blob}, DEFAULT_PARAMS, DEFAULT_MATCH_PARAMS
+    ) == ([], {})
+    assert _rescued(
+        [_weak(track, 3000)], clip, _sizes, lambda ids: {}, DEFAULT_PARAMS, DEFAULT_MATCH_PARAMS
+    ) == ([], {})
+    # too few frames to be a candidate at all
+    few = _weak(track, 3000, frames=DEFAULT_MATCH_PARAMS.rescue_min_frames - 1)
+    assert _rescued([few], clip, _sizes, lambda ids: {7: blob}, DEFAULT_PARAMS, DEFAULT_MATCH_PARAMS) == (
+        [],
+        {},
+    )

@@ -12,12 +12,15 @@ moved by a frame (`MatchParams.jitter_frames`), which finds phone recordings who
 peaks. No stage looks up a hash an earlier one did (`_Looked`). A long clip is looked up over its busiest
 `MatchParams.long_clip_window_s` first, and the later stages read only that span (`densest_window`).
 When the answer's track holds another place almost as strong (a repeat of the passage), the clip's single
-peaks settle which place it is (`verify.py`, `MatchParams.settle_rival_share`).
+peaks settle which place it is (`verify.py`, `MatchParams.settle_rival_share`); a clip left without a
+confident answer has its strongest weak candidates checked by single peaks against control places of their
+tracks (`MatchParams.rescue_min_frames`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
@@ -150,6 +153,7 @@ def match_peaks(
     looked = _Looked(lookup, postings_cap(match_params, stored_hashes))
     top = match_params.max_results + 2
     needed = frames_needed(match_params, stored_hashes)
+    low = min(needed, match_params.rescue_min_frames) if match_params.rescue_min_frames else needed
     candidates: list[Candidate] = []
     # a long clip is first looked up over its busiest span, then (if that finds nothing sure) whole: a
     # whole song uploaded is named from 20 s of it, and a long recording may hold the music anywhere.
@@ -160,7 +164,7 @@ def match_peaks(
         part_plain = _plain_landmarks(peaks, params)[1] if whole else plain
         index = index_hashes(part_plain.hashes)
         candidates += rank_offsets(
-            part_plain, index, looked(index.unique), match_params, top=top, min_window=needed
+            part_plain, index, looked(index.unique), match_params, top=top, min_window=low
         )
         results, concentration, rival, chosen = _rank(
             candidates, track_sizes, params, match_params, stored_hashes
@@ -189,10 +193,10 @@ def match_peaks(
             screened = _hypothesis_candidates(
                 peaks, narrow, screen_fan_out, hyp, looked, match_params, top=top, min_window=1
             )
-            candidates += [c for c in screened if c.distinct_frames >= needed]
+            candidates += [c for c in screened if c.distinct_frames >= low]
             hyp = _likeliest(hyp, screened, keep)
         candidates += _hypothesis_candidates(
-            peaks, narrow, fan_out, hyp, looked, match_params, top=top, min_window=needed
+            peaks, narrow, fan_out, hyp, looked, match_params, top=top, min_window=low
         )
         results, _, rival, chosen = _rank(candidates, track_sizes, params, match_params, stored_hashes)
     if match_params.jitter_frames and not (
@@ -201,9 +205,93 @@ def match_peaks(
         and rival <= match_params.early_exit_rival_share
     ):
         needed = frames_needed(match_params, stored_hashes, jittered=True)
+        if match_params.rescue_min_frames:
+            needed = min(needed, match_params.rescue_min_frames)
         candidates += _jitter_candidates(peaks, plain, narrow, looked, match_params, needed)
         results, _, _, chosen = _rank(candidates, track_sizes, params, match_params, stored_hashes)
+    if not results and match_params.rescue_min_frames and track_peaks is not None:
+        results, chosen = _rescued(candidates, clip, track_sizes, track_peaks, params, match_params)
     return _settled(results, chosen, clip, track_peaks, params, match_params)
+
+
+def _rescued(
+    candidates: list[Candidate],
+    clip: Peaks,
+    track_sizes: TrackSizes,
+    track_peaks: TrackPeaks,
+    params: FingerprintParams,
+    match_params: MatchParams,
+) -> tuple[list[TrackMatch], dict[int, Candidate]]:
+    """The weak candidate (below `min_confidence`) whose place the clip's single peaks confirm best, if
+    they confirm it enough (`MatchParams.rescue_z_midpoint`), with the candidate it came from; else []."""
+    strongest: dict[int, Candidate] = {}
+    for c in candidates:
+        held = strongest.get(c.track_id)
+        if c.distinct_frames >= match_params.rescue_min_frames and (
+            held is None or c.distinct_frames > held.distinct_frames
+        ):
+            strongest[c.track_id] = c
+    weak = sorted(strongest.values(), key=lambda c: (-c.distinct_frames, c.track_id))
+    weak = weak[: match_params.rescue_candidates]
+    blobs = track_peaks([c.track_id for c in weak]) if weak else {}
+    best: tuple[float, Candidate] | None = None
+    for c in weak:
+        z = _peak_z(blobs.get(c.track_id), c, clip, params, match_params)
+        if z is not None and (best is None or z > best[0]):
+            best = (z, c)
+    if best is None:
+        return [], {}
+    z, c = best
+    confidence = 1.0 / (1.0 + math.exp(-match_params.rescue_slope * (z - match_params.rescue_z_midpoint)))
+    size = track_sizes([c.track_id]).get(c.track_id)
+    if confidence < match_params.min_confidence or size is None:
+        return [], {}
+    found = TrackMatch(
+        track_id=c.track_id,
+        offset_frames=c.offset_frames,
+        offset_s=c.offset_frames * params.frame_seconds,
+        matches=c.distinct_frames,
+        query_hashes=c.query_hashes,
+        query_hash_share=min(1.0, c.matches / max(1, c.query_hashes)),
+        track_hash_share=min(1.0, c.matches / max(1, size.n_hashes)),
+        confidence=confidence,
+        speed=c.speed,
+        tempo=c.tempo,
+    )
+    return [found], {c.track_id: c}
+
+
+def _peak_z(
+    blob: bytes | None, c: Candidate, clip: Peaks, params: FingerprintParams, match_params: MatchParams
+) -> float | None:
+    """How far (in standard deviations) the clip's peaks meeting the track at the candidate's place stand
+    above their meeting it at control places spread over the track; None when it cannot be told (no
+    stored peaks, an unreadable blob, a track too short for controls)."""
+    if blob is None:
+        return None
+    try:
+        stored = verify.decode(blob)
+    except verify.PeaksFormatError as exc:
+        logger.warning("track %d: stored peaks unreadable (%s); not checked", c.track_id, exc)
+        return None
+    t, cells = verify.query_cells(clip, params, c.speed, c.tempo)
+    if t.size == 0:
+        return None
+    last = len(stored.frame_start) - 1 - int(t.max())  # the last place the whole clip fits
+    controls = np.linspace(0, max(0, last), match_params.rescue_controls + 2).astype(np.int64)[1:-1]
+    controls = controls[np.abs(controls - c.offset_frames) > match_params.drift_frames]
+    if controls.size < match_params.rescue_controls // 2:
+        return None
+    counts = verify.coincidences(
+        stored, t, cells, [c.offset_frames, *controls.tolist()], match_params.rescue_reach
+    )
+    chance = np.asarray(counts[1:], np.float64)
+    mean = float(chance.mean())
+    spread = max(float(chance.std()), math.sqrt(max(mean, 1.0)))  # at least Poisson's
+    z = (counts[0] - mean) / spread
+    logger.debug("track %d at %d: %d peaks met, controls %.1f +- %.1f: z %.1f", c.track_id, c.offset_frames,
+                 counts[0], mean, spread, z)  # fmt: skip
+    return z
 
 
 def _settled(
@@ -215,7 +303,7 @@ def _settled(
     match_params: MatchParams,
 ) -> list[TrackMatch]:
     """`results` with the first one moved to its track's rival place when the clip's single peaks meet
-    the stored track's clearly more often there (`MatchParams.settle_rival_share`, `settle_margin`). Its
+    the stored track's clearly more often there (`MatchParams.settle_rival_share`, `settle_z`). Its
     confidence (that the track is right) stays; `matches` becomes the frames of the place it moved to."""
     if not results or track_peaks is None:
         return results
@@ -232,12 +320,14 @@ def _settled(
         logger.warning("track %d: stored peaks unreadable (%s); its offset is not settled", top.track_id, exc)
         return results
     t, cells = verify.query_cells(clip, params, c.speed, c.tempo)
-    here, there = verify.coincidences(stored, t, cells, [c.offset_frames, c.rival_offset])
+    here, there = verify.coincidences(
+        stored, t, cells, [c.offset_frames, c.rival_offset], match_params.settle_reach
+    )
     logger.debug(
         "track %d: clip peaks meeting it at %d: %d, at the rival %d: %d",
         top.track_id, c.offset_frames, here, c.rival_offset, there,
     )  # fmt: skip
-    if there <= match_params.settle_margin * here:
+    if there - here < match_params.settle_z * math.sqrt(there + here):
         return results
     moved = replace(
         top,

@@ -2,9 +2,10 @@
 
 A triplet hash matches only when all three of its peaks survive in the clip; a single peak needs only
 itself. So where a noisy clip's triplets leave two places of one track close (a repeat of the passage),
-counting the clip's peaks that meet one of the track's peaks (within +-`FRAME_REACH` frames and
-+-`CELL_REACH` cells) at each place tells them apart far more often: on the dev corpus the true place
-counted clearly more in 16 of 35 such clips, the wrong one in none (bench/offset_check.py).
+counting the clip's peaks that meet one of the track's peaks at each place tells them apart far more
+often. How near counts as meeting is the caller's (`MatchParams.settle_reach`, `rescue_reach`): within
++-1 frame and +-1 cell a musically alike repeat meets a clean clip as often as its own place does (held-out
+corpus: 30 right answers moved to a repeat); only exact meetings tell them apart.
 
 Each stored track keeps its peaks (reference role) as a small blob, about 1.5 bytes a peak (0.2 MB per
 hour of audio): frame deltas (uint32) and cells (uint8), zlib-compressed, behind a magic and a format
@@ -26,8 +27,6 @@ from tunescout.engine.peaks import Peaks
 MAGIC = b"TSPK"
 PEAKS_FORMAT = 1  # the layout below; a reader refuses any other
 _HEADER = struct.Struct("<4sBI")  # magic, format, number of peaks
-FRAME_REACH = 1  # frames: a query peak meets a stored peak this close in time ...
-CELL_REACH = 1  # cells: ... and in frequency
 SEARCH_FRAMES = 2  # an offset's count is the best of +-this many frames around it
 
 
@@ -100,15 +99,19 @@ def query_cells(
 
 
 def coincidences(
-    stored: StoredPeaks, query_t: np.ndarray, query_cell: np.ndarray, offsets: list[int]
+    stored: StoredPeaks,
+    query_t: np.ndarray,
+    query_cell: np.ndarray,
+    offsets: list[int],
+    reach: tuple[int, int] = (0, 0),
 ) -> list[int]:
     """For each offset (the clip's start in the track, in frames): the most query peaks that meet a stored
-    peak at an offset within +-`SEARCH_FRAMES` of it."""
+    peak (within `reach` = (frames, cells) of it) at an offset within +-`SEARCH_FRAMES` of it."""
     if not offsets:
         return []
     span = np.arange(-SEARCH_FRAMES, SEARCH_FRAMES + 1, dtype=np.int64)
     tried = (np.asarray(offsets, np.int64)[:, None] + span[None, :]).reshape(-1)
     counts = kernels.peak_coincidences(
-        stored.frame_start, stored.cell, query_t, query_cell, tried, FRAME_REACH, CELL_REACH
+        stored.frame_start, stored.cell, query_t, query_cell, tried, reach[0], reach[1]
     )
     return [int(c) for c in counts.reshape(len(offsets), span.size).max(axis=1)]
