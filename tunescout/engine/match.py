@@ -246,7 +246,12 @@ def _rescued(
     size = track_sizes([c.track_id]).get(c.track_id)
     if confidence < match_params.min_confidence or size is None:
         return [], {}
-    found = TrackMatch(
+    return [_track_match(c, size, confidence, params)], {c.track_id: c}
+
+
+def _track_match(c: Candidate, size: TrackSize, confidence: float, params: FingerprintParams) -> TrackMatch:
+    """The result a candidate makes, with its confidence."""
+    return TrackMatch(
         track_id=c.track_id,
         offset_frames=c.offset_frames,
         offset_s=c.offset_frames * params.frame_seconds,
@@ -258,7 +263,6 @@ def _rescued(
         speed=c.speed,
         tempo=c.tempo,
     )
-    return [found], {c.track_id: c}
 
 
 def _peak_z(
@@ -491,18 +495,7 @@ def _rank(
         held = best.get(c.track_id)
         if held is not None and (held.confidence, held.matches) >= (conf, c.distinct_frames):
             continue
-        best[c.track_id] = TrackMatch(
-            track_id=c.track_id,
-            offset_frames=c.offset_frames,
-            offset_s=c.offset_frames * params.frame_seconds,
-            matches=c.distinct_frames,
-            query_hashes=c.query_hashes,
-            query_hash_share=min(1.0, c.matches / max(1, c.query_hashes)),
-            track_hash_share=min(1.0, c.matches / max(1, size.n_hashes)),
-            confidence=conf,
-            speed=c.speed,
-            tempo=c.tempo,
-        )
+        best[c.track_id] = _track_match(c, size, conf, params)
         chosen[c.track_id] = c
         concentration[c.track_id] = c.distinct_frames / max(1, c.nearby_frames)
         rival_frames[c.track_id] = c.rival_frames
