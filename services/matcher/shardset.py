@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -35,6 +36,7 @@ from tunescout.store.shard import (
 )
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_GLOBAL_ID = (1 << 31) - 1  # see score.rank_offsets: (track << 32) + offset must fit an int64
 REOPEN_INTERVAL_S = 5.0  # how often a shard that failed to open is tried again
@@ -256,35 +258,39 @@ class ShardSet:
 
     def tracks(self, gids: Iterable[int], report: FanoutReport | None = None) -> dict[int, StoredTrack]:
         """Live tracks by global id; ids of shards that fail now are left out (and put in `report`)."""
-        found: dict[int, StoredTrack] = {}
-        for index, locals_ in self._by_shard(gids).items():
-            handle = self.handles[index]
-            try:
-                records = handle.shard().get_tracks(locals_)
-            except (ShardUnavailable, EngineError) as exc:
-                logger.warning("shard %s: track metadata unavailable: %s", handle.name, exc)
-                if report is not None:
-                    report.fail(handle.name, f"track metadata unavailable: {exc}")
-                continue
-            for local, record in records.items():
-                found[self.global_id(index, local)] = StoredTrack(handle.name, record)
-        return found
+        return self._read_by_id(
+            gids, "track metadata", lambda shard, ids: shard.get_tracks(ids), StoredTrack, report
+        )
 
     def peaks(self, gids: Iterable[int], report: FanoutReport | None = None) -> dict[int, bytes]:
         """The stored peak blobs of tracks by global id; tracks stored without them, and those of shards
-        that fail now (put in `report`: the answer keeps its triplet offset), are left out."""
-        found: dict[int, bytes] = {}
+        that fail now (put in `report`: the answer stands on its triplets), are left out."""
+        return self._read_by_id(
+            gids, "track peaks", lambda shard, ids: shard.track_peaks(ids), lambda name, blob: blob, report
+        )
+
+    def _read_by_id(
+        self,
+        gids: Iterable[int],
+        what: str,
+        read: Callable[[FingerprintShard, list[int]], dict[int, Any]],
+        wrap: Callable[[str, Any], T],
+        report: FanoutReport | None,
+    ) -> dict[int, T]:
+        """`read` of each shard's local ids, shard by shard, keyed by global id (`wrap` takes the shard's
+        name and each value); a shard that fails is logged, put in `report` and left out."""
+        found: dict[int, T] = {}
         for index, locals_ in self._by_shard(gids).items():
             handle = self.handles[index]
             try:
-                blobs = handle.shard().track_peaks(locals_)
+                values = read(handle.shard(), locals_)
             except (ShardUnavailable, EngineError) as exc:
-                logger.warning("shard %s: track peaks unavailable: %s", handle.name, exc)
+                logger.warning("shard %s: %s unavailable: %s", handle.name, what, exc)
                 if report is not None:
-                    report.fail(handle.name, f"track peaks unavailable: {exc}")
+                    report.fail(handle.name, f"{what} unavailable: {exc}")
                 continue
-            for local, blob in blobs.items():
-                found[self.global_id(index, local)] = blob
+            for local, value in values.items():
+                found[self.global_id(index, local)] = wrap(handle.name, value)
         return found
 
     def _by_shard(self, gids: Iterable[int]) -> dict[int, list[int]]:

@@ -509,6 +509,23 @@ def test_fingerprint_version_mismatch_is_refused(tmp_path: Path) -> None:
     open_shard(tmp_path).close()  # the refused open released the directory lock
 
 
+def test_a_shard_from_before_stored_peaks_gains_their_table_on_open(tmp_path: Path) -> None:
+    rng = np.random.default_rng(9)
+    shard = open_shard(tmp_path)
+    old = shard.ingest(TrackMeta("a" * 40, "old"), *make_fingerprints(rng, 500)).track.track_id
+    shard.close()
+    with sqlite3.connect(tmp_path / "shard.sqlite") as conn:  # as a release before the table wrote it
+        conn.execute("DROP TABLE track_peaks")
+    conn.close()
+    shard = open_shard(tmp_path)
+    try:
+        new = shard.ingest(TrackMeta("b" * 40, "new"), *make_fingerprints(rng, 500), b"blob").track.track_id
+        assert shard.track_peaks([old, new]) == {new: b"blob"}  # the old track has none, and is still there
+        assert set(shard.get_tracks([old, new])) == {old, new}
+    finally:
+        shard.close()
+
+
 def test_unknown_store_format_is_refused(tmp_path: Path) -> None:
     open_shard(tmp_path).close()
     with sqlite3.connect(tmp_path / "shard.sqlite") as conn:

@@ -148,12 +148,11 @@ def match_peaks(
     """Up to `max_results` tracks, most confident first, each at least `min_confidence`; [] if none is.
     `stored_hashes`: the catalogue's size (all shards), which the confidence is calibrated for; 0 when
     unknown (calibrated as for about 12 hours of audio). `track_peaks` (None: not available) settles a
-    contested offset."""
+    contested offset and checks weak candidates of a clip left without an answer."""
     clip = peaks
     looked = _Looked(lookup, postings_cap(match_params, stored_hashes))
     top = match_params.max_results + 2
-    needed = frames_needed(match_params, stored_hashes)
-    low = min(needed, match_params.rescue_min_frames) if match_params.rescue_min_frames else needed
+    low = _kept_from(frames_needed(match_params, stored_hashes), match_params)
     candidates: list[Candidate] = []
     # a long clip is first looked up over its busiest span, then (if that finds nothing sure) whole: a
     # whole song uploaded is named from 20 s of it, and a long recording may hold the music anywhere.
@@ -204,14 +203,19 @@ def match_peaks(
         and results[0].confidence >= match_params.early_exit_confidence
         and rival <= match_params.early_exit_rival_share
     ):
-        needed = frames_needed(match_params, stored_hashes, jittered=True)
-        if match_params.rescue_min_frames:
-            needed = min(needed, match_params.rescue_min_frames)
+        needed = _kept_from(frames_needed(match_params, stored_hashes, jittered=True), match_params)
         candidates += _jitter_candidates(peaks, plain, narrow, looked, match_params, needed)
         results, _, _, chosen = _rank(candidates, track_sizes, params, match_params, stored_hashes)
     if not results and match_params.rescue_min_frames and track_peaks is not None:
-        results, chosen = _rescued(candidates, clip, track_sizes, track_peaks, params, match_params)
+        # its place was just checked against the track's others: not settled (nor its peaks read) again
+        return _rescued(candidates, clip, track_sizes, track_peaks, params, match_params)
     return _settled(results, chosen, clip, track_peaks, params, match_params)
+
+
+def _kept_from(needed: int, match_params: MatchParams) -> int:
+    """The fewest distinct frames a candidate is kept with: what a reportable one needs (`needed`), or
+    fewer when weak candidates are checked by single peaks (`MatchParams.rescue_min_frames`)."""
+    return min(needed, match_params.rescue_min_frames) if match_params.rescue_min_frames else needed
 
 
 def _rescued(
@@ -221,9 +225,9 @@ def _rescued(
     track_peaks: TrackPeaks,
     params: FingerprintParams,
     match_params: MatchParams,
-) -> tuple[list[TrackMatch], dict[int, Candidate]]:
+) -> list[TrackMatch]:
     """The weak candidate (below `min_confidence`) whose place the clip's single peaks confirm best, if
-    they confirm it enough (`MatchParams.rescue_z_midpoint`), with the candidate it came from; else []."""
+    they confirm it enough (`MatchParams.rescue_z_midpoint`); else []."""
     strongest: dict[int, Candidate] = {}
     for c in candidates:
         held = strongest.get(c.track_id)
@@ -240,13 +244,13 @@ def _rescued(
         if z is not None and (best is None or z > best[0]):
             best = (z, c)
     if best is None:
-        return [], {}
+        return []
     z, c = best
     confidence = 1.0 / (1.0 + math.exp(-match_params.rescue_slope * (z - match_params.rescue_z_midpoint)))
     size = track_sizes([c.track_id]).get(c.track_id)
     if confidence < match_params.min_confidence or size is None:
-        return [], {}
-    return [_track_match(c, size, confidence, params)], {c.track_id: c}
+        return []
+    return [_track_match(c, size, confidence, params)]
 
 
 def _track_match(c: Candidate, size: TrackSize, confidence: float, params: FingerprintParams) -> TrackMatch:
@@ -265,18 +269,26 @@ def _track_match(c: Candidate, size: TrackSize, confidence: float, params: Finge
     )
 
 
+def _stored_peaks(track_id: int, blob: bytes | None) -> verify.StoredPeaks | None:
+    """A track's stored peaks; None when it has none or they cannot be read (logged: the answer then
+    stands on its triplets alone)."""
+    if blob is None:
+        return None
+    try:
+        return verify.decode(blob)
+    except verify.PeaksFormatError as exc:
+        logger.warning("track %d: stored peaks unreadable (%s); not checked by them", track_id, exc)
+        return None
+
+
 def _peak_z(
     blob: bytes | None, c: Candidate, clip: Peaks, params: FingerprintParams, match_params: MatchParams
 ) -> float | None:
     """How far (in standard deviations) the clip's peaks meeting the track at the candidate's place stand
     above their meeting it at control places spread over the track; None when it cannot be told (no
     stored peaks, an unreadable blob, a track too short for controls)."""
-    if blob is None:
-        return None
-    try:
-        stored = verify.decode(blob)
-    except verify.PeaksFormatError as exc:
-        logger.warning("track %d: stored peaks unreadable (%s); not checked", c.track_id, exc)
+    stored = _stored_peaks(c.track_id, blob)
+    if stored is None:
         return None
     t, cells = verify.query_cells(clip, params, c.speed, c.tempo)
     if t.size == 0:
@@ -315,13 +327,8 @@ def _settled(
     c = chosen[top.track_id]
     if c.rival_frames < match_params.settle_rival_share * c.distinct_frames:
         return results
-    blob = track_peaks([top.track_id]).get(top.track_id)
-    if blob is None:
-        return results
-    try:
-        stored = verify.decode(blob)
-    except verify.PeaksFormatError as exc:  # the answer stands on its triplets
-        logger.warning("track %d: stored peaks unreadable (%s); its offset is not settled", top.track_id, exc)
+    stored = _stored_peaks(top.track_id, track_peaks([top.track_id]).get(top.track_id))
+    if stored is None:  # the answer stands on its triplets
         return results
     t, cells = verify.query_cells(clip, params, c.speed, c.tempo)
     here, there = verify.coincidences(
@@ -475,11 +482,11 @@ def _rank(
     match_params: MatchParams,
     stored_hashes: int,
 ) -> tuple[list[TrackMatch], float, float, dict[int, Candidate]]:
-    """Tracks ranked by confidence (each at its best hypothesis), with the candidate each came from; how
-    concentrated the best one's
+    """Tracks ranked by confidence (each at its best hypothesis); how concentrated the best one's
     matches are: the share of the query frames matching near its offset that sit inside its offset window
     (1.0 = no drift); and how close a rival comes: the most distinct frames of another place (another
-    track, or the best one's track beyond +-`drift_frames` of its offset) over the best one's."""
+    track, or the best one's track beyond +-`drift_frames` of its offset) over the best one's; and the
+    candidate each track's result came from."""
     if not candidates:
         return [], 0.0, 0.0, {}
     sizes = track_sizes({c.track_id for c in candidates})

@@ -123,7 +123,7 @@ class MatchParams:
     # ones there and at `rescue_controls` places spread over the track; the count's distance from theirs
     # in standard deviations (z) gives the confidence logistic(rescue_slope * (z - rescue_z_midpoint)).
     # Dev corpus: the clips of unstored tracks reach z 5.1 (10 s) and 7.3 (3 s and 5 s; 1,560 in all),
-    # clips of stored tracks that had no answer reach up to 22 (bench/results/engine.json)
+    # clips of stored tracks that had no answer reach up to 22 (bench/results/engine_peaks_dev.json)
     rescue_min_frames: int = 5
     rescue_candidates: int = 3
     rescue_controls: int = 24

@@ -1,11 +1,11 @@
 """Stage 8: check a candidate's offset against the stored track's own peaks.
 
 A triplet hash matches only when all three of its peaks survive in the clip; a single peak needs only
-itself. So where a noisy clip's triplets leave two places of one track close (a repeat of the passage),
-counting the clip's peaks that meet one of the track's peaks at each place tells them apart far more
-often. How near counts as meeting is the caller's (`MatchParams.settle_reach`, `rescue_reach`): within
-+-1 frame and +-1 cell a musically alike repeat meets a clean clip as often as its own place does (held-out
-corpus: 30 right answers moved to a repeat); only exact meetings tell them apart.
+itself. So the clip's peaks that meet one of the track's peaks at a candidate's place are far more
+numerous and steadier evidence than its triplets: against the same count at control places of the track
+they confirm a weak candidate (`MatchParams.rescue_*`). Between two places of one track that are alike
+(a repeat of the passage) they tell little: the counts differ by about 10 % by chance, so a place is
+preferred only by a clear margin (`MatchParams.settle_*`). How near counts as meeting is the caller's.
 
 Each stored track keeps its peaks (reference role) as a small blob, about 1.5 bytes a peak (0.2 MB per
 hour of audio): frame deltas (uint32) and cells (uint8), zlib-compressed, behind a magic and a format
